@@ -1,0 +1,3 @@
+"""dsar-scheduler: unattended fulfilment of Amplitude DSAR (access) requests."""
+
+__version__ = "0.1.0"

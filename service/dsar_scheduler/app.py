@@ -1,0 +1,86 @@
+"""Assembly: settings in, a ready ``App`` out. Nothing here runs at import time."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from .amplitude import AmplitudeClient
+from .clock import Clock, SystemClock
+from .config import Settings
+from .db import make_engine
+from .ledger import Ledger
+from .metrics import Metrics
+from .storage import Storage, open_storage
+from .tick import Tick, TickReport, transition_listener
+
+
+@dataclass
+class App:
+    settings: Settings
+    clock: Clock
+    engine: Engine
+    sessions: sessionmaker[Session]
+    ledger: Ledger
+    client: AmplitudeClient
+    storage: Storage
+    metrics: Metrics
+    owner: str
+    rng: random.Random = field(default_factory=random.Random)
+    tick_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def tick(self, stop: threading.Event | None = None) -> TickReport:
+        """Run one tick (one at a time in this process; the lease covers other processes)."""
+        with self.tick_lock:
+            return Tick(self.settings, self.ledger, self.client, self.storage, self.clock,
+                        self.metrics, self.owner, stop=stop, rng=self.rng).run()
+
+    def database_ok(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.client.close()
+        self.engine.dispose()
+
+
+def build_app(
+    settings: Settings,
+    clock: Clock | None = None,
+    metrics: Metrics | None = None,
+    transport: httpx.BaseTransport | None = None,
+    download_transport: httpx.BaseTransport | None = None,
+    rng: random.Random | None = None,
+) -> App:
+    clock = clock or SystemClock()
+    metrics = metrics or Metrics()
+    api_key, secret_key = settings.require_credentials()
+    engine = make_engine(settings.database_url)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    ledger = Ledger(sessions, settings.budget_limit, on_transition=transition_listener(metrics))
+    client = AmplitudeClient(
+        settings.api_base_url, api_key, secret_key,
+        allow_http=settings.allow_http,
+        timeout=settings.http_timeout_seconds,
+        download_timeout=settings.download_timeout_seconds,
+        transport=transport, download_transport=download_transport,
+    )
+    storage = open_storage(settings.storage_url)
+    from datetime import timedelta
+
+    metrics.watch_ledger(ledger, clock.now, timedelta(seconds=settings.completion_sla_seconds),
+                         settings.cost_budget_per_hour)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+    return App(settings, clock, engine, sessions, ledger, client, storage, metrics, owner,
+               rng=rng or random.Random())

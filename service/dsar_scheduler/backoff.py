@@ -1,0 +1,13 @@
+"""Retry delays: exponential with 'equal jitter' (half fixed, half random), so replicas and
+requests that failed together do not retry together, yet never retry at once."""
+
+from __future__ import annotations
+
+import random
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None
+                  ) -> float:
+    """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)

@@ -1,0 +1,206 @@
+"""``dsar``: the command line. Settings come from the environment and config/ (see README)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+from .logs import configure
+
+DESCRIPTION = """\
+dsar-scheduler fulfils privacy access requests (CCPA right to know, GDPR Art. 15) against
+Amplitude's asynchronous DSAR API. Upstream systems insert rows into the dsar_queue table (or
+use `dsar enqueue`); the daemon admits them, submits them in batches, polls them within the
+org's cost budget, and stores every result file, verified, before it expires.
+
+Configuration: environment variables (DSAR_*, AMPLITUDE_API_KEY, AMPLITUDE_SECRET_KEY) or the
+same keys in config/dsar.toml (or DSAR_CONFIG_FILE). See README.md.
+"""
+
+
+def _out(text: str = "", stream: TextIO | None = None) -> None:
+    (stream or sys.stdout).write(text + "\n")
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from .migrate import upgrade
+
+    upgrade(settings.database_url)
+    _out("database migrated to head")
+    return 0
+
+
+def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    from .app import build_app
+    from .daemon import Daemon
+
+    app = build_app(settings)
+    try:
+        Daemon(app).run_forever()
+    finally:
+        app.close()
+    return 0
+
+
+def cmd_tick(settings: Settings, _args: argparse.Namespace) -> int:
+    from .app import build_app
+
+    app = build_app(settings)
+    try:
+        app.storage.cleanup_partials()
+        report = app.tick()
+    finally:
+        app.close()
+    _out(json.dumps({"outcome": report.outcome, **report.summary()}, default=str))
+    return 0 if report.outcome in ("ok", "skipped") else 1
+
+
+def _rows_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.csv:
+        with Path(args.csv).open(newline="") as handle:
+            return [dict(row) for row in csv.DictReader(handle)]
+    if args.amplitude_id is None or args.start is None or args.end is None:
+        raise ConfigError("enqueue needs --amplitude-id, --start and --end, or --csv FILE")
+    return [{"amplitude_id": args.amplitude_id, "start_date": args.start, "end_date": args.end,
+             "external_ref": args.external_ref, "requested_by": args.requested_by}]
+
+
+def cmd_enqueue(settings: Settings, args: argparse.Namespace) -> int:
+    """Insert queue rows exactly as upstream would; validation happens at admission."""
+    from sqlalchemy import insert
+
+    from .db import QueueRow, make_engine
+
+    rows = _rows_from_args(args)
+    engine = make_engine(settings.database_url)
+    columns = ("amplitude_id", "start_date", "end_date", "external_ref", "requested_by")
+    try:
+        with engine.begin() as connection:
+            for row in rows:
+                values = {c: (row.get(c) or None) for c in columns}
+                for c in ("start_date", "end_date"):
+                    if isinstance(values[c], str):
+                        try:
+                            values[c] = date.fromisoformat(values[c])
+                        except ValueError:
+                            pass  # stored as given; admission rejects it with the reason
+                result = connection.execute(insert(QueueRow).values(**values))
+                pk = result.inserted_primary_key
+                _out(f"queued row {pk[0] if pk else '?'}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from .status import describe_request, summary
+
+    from .db import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        text = (describe_request(engine, args.request_id, args.json) if args.request_id
+                else summary(engine, settings, args.json))
+    finally:
+        engine.dispose()
+    if text is None:
+        _out(f"no request {args.request_id}", sys.stderr)
+        return 1
+    _out(text)
+    return 0
+
+
+def cmd_demo(_settings: Settings | None, args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(subjects=args.subjects, data_dir=Path(args.data_dir),
+                    timeout=args.timeout, metrics_port=args.metrics_port)
+
+
+def cmd_healthcheck(settings: Settings, args: argparse.Namespace) -> int:
+    port = args.port or settings.metrics_port
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    except httpx.HTTPError as exc:
+        _out(f"unhealthy: {type(exc).__name__}", sys.stderr)
+        return 1
+    _out(response.text)
+    return 0 if response.status_code == 200 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsar", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dsar-scheduler {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("migrate", help="create or upgrade the database schema (Alembic head); "
+                   "safe to run before every deploy").set_defaults(func=cmd_migrate)
+    sub.add_parser("run", help="the daemon: a tick every DSAR_TICK_INTERVAL_SECONDS, plus "
+                   "/metrics, /healthz and /readyz on DSAR_METRICS_PORT"
+                   ).set_defaults(func=cmd_run)
+    sub.add_parser("tick", help="one pass (admit, fetch, poll, submit), then exit; for cron "
+                   "deployments. Exit 1 if the tick failed").set_defaults(func=cmd_tick)
+
+    enqueue = sub.add_parser("enqueue", help="insert queue rows, as an upstream system would",
+                             description="Insert rows into dsar_queue. They are validated when "
+                             "the next tick admits them; a bad row is rejected with a reason "
+                             "that `dsar status` and the dsar_queue_status view show.")
+    enqueue.add_argument("--amplitude-id", help="the subject's Amplitude ID")
+    enqueue.add_argument("--start", help="first day of data, YYYY-MM-DD")
+    enqueue.add_argument("--end", help="last day of data, YYYY-MM-DD")
+    enqueue.add_argument("--external-ref", help="upstream ticket id (a repeat is rejected)")
+    enqueue.add_argument("--requested-by", help="who asked, for the audit trail")
+    enqueue.add_argument("--csv", help="a CSV file with columns amplitude_id, start_date, "
+                         "end_date[, external_ref, requested_by]")
+    enqueue.set_defaults(func=cmd_enqueue)
+
+    status = sub.add_parser("status", help="what is queued, outstanding, stored, failed; or one "
+                            "request's history from the audit trail")
+    status.add_argument("request_id", nargs="?", type=int, help="a request id (dsar_requests.id)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="the main job on the embedded default: SQLite, local "
+                          "disk and the built-in Amplitude emulator, a few subjects, fast ticks")
+    demo.add_argument("--subjects", type=int, default=5, help="subjects to enqueue (default 5)")
+    demo.add_argument("--data-dir", default="data/demo", help="where the demo's database and "
+                      "files go (default ./data/demo; wiped at start)")
+    demo.add_argument("--timeout", type=float, default=180, help="give up after this many "
+                      "real seconds (default 180)")
+    demo.add_argument("--metrics-port", type=int, default=None,
+                      help="port for /metrics (default DSAR_METRICS_PORT, or a free one)")
+    demo.set_defaults(func=cmd_demo, needs_settings=False)
+
+    health = sub.add_parser("healthcheck", help="exit 0 if the local daemon's /healthz is OK "
+                            "(for container HEALTHCHECK)")
+    health.add_argument("--port", type=int, help="default DSAR_METRICS_PORT")
+    health.set_defaults(func=cmd_healthcheck)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = None if args.__dict__.get("needs_settings") is False else load_settings()
+        if settings is not None:
+            configure(settings.log_format, settings.log_level)
+        code: int = args.func(settings, args)
+    except ConfigError as exc:
+        _out(f"dsar: {exc}", sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""Settings: environment variables, or the same keys in a TOML/YAML file under ``config/``.
+
+Environment wins over the file. Secrets may come from ``*_FILE`` paths (Docker and Kubernetes
+secrets) and are held as ``SecretStr`` so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_FILES = ("config/dsar.toml", "config/dsar.yaml", "config/dsar.yml")
+US_API = "https://amplitude.com/api/2/dsar/requests"
+EU_API = "https://analytics.eu.amplitude.com/api/2/dsar/requests"
+_SECRET_ENV = {"amplitude_api_key": "AMPLITUDE_API_KEY", "amplitude_secret_key": "AMPLITUDE_SECRET_KEY"}
+
+
+class ConfigError(Exception):
+    """Configuration is invalid; the message names the key."""
+
+
+def _env_name(field: str) -> str:
+    return _SECRET_ENV.get(field, f"DSAR_{field.upper()}")
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Reads ``DSAR_CONFIG_FILE`` (or the first of ``config/dsar.{toml,yaml,yml}``).
+
+    Keys are the environment variables' names (``DSAR_TICK_INTERVAL_SECONDS``) or the same
+    without the prefix, in any case.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.values = self._load()
+
+    @staticmethod
+    def _path() -> Path | None:
+        explicit = os.environ.get("DSAR_CONFIG_FILE")
+        if explicit:
+            path = Path(explicit)
+            if not path.is_file():
+                raise ConfigError(f"DSAR_CONFIG_FILE: no such file: {path}")
+            return path
+        return next((Path(p) for p in DEFAULT_CONFIG_FILES if Path(p).is_file()), None)
+
+    def _load(self) -> dict[str, Any]:
+        path = self._path()
+        if path is None:
+            return {}
+        try:
+            text = path.read_text()
+            raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
+        except (OSError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"DSAR_CONFIG_FILE: cannot read {path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"DSAR_CONFIG_FILE: {path} must hold a table of keys")
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            name = str(key).lower()
+            name = name.removeprefix("dsar_")
+            out[name] = value
+        return out
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        unknown = sorted(set(self.values) - set(fields))
+        if unknown:
+            raise ConfigError(f"unknown key(s) in config file: {', '.join(unknown)}")
+        return dict(self.values)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DSAR_", extra="ignore", validate_default=True, frozen=True,
+        populate_by_name=True,
+    )
+
+    database_url: str = Field(default="sqlite:///./data/dsar.db", repr=False)
+    storage_url: str = "file://./data/files"
+    amplitude_api_key: SecretStr | None = Field(default=None, alias="AMPLITUDE_API_KEY")
+    amplitude_secret_key: SecretStr | None = Field(default=None, alias="AMPLITUDE_SECRET_KEY")
+    api_base_url: str = US_API
+    tick_interval_seconds: float = Field(default=1800, gt=0)
+    cost_budget_per_hour: int = Field(default=14400, gt=0)
+    budget_fraction: float = Field(default=0.8, gt=0, le=1)
+    submit_batch_size: int = Field(default=20, ge=0)
+    metrics_port: int = Field(default=9471, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    allow_http: bool = False
+    #: Poll each outstanding request at most this often (the seed's plan: every tick).
+    poll_interval_seconds: float = Field(default=1800, gt=0)
+    #: A remote job that failed is resubmitted this many times, then the request is dead.
+    max_failed_resubmits: int = Field(default=3, ge=0)
+    #: Results that expired unfetched are resubmitted this many times, then dead.
+    max_expired_resubmits: int = Field(default=3, ge=0)
+    #: Transient errors (5xx, resets, torn downloads) per request or file before dead.
+    max_transient_errors: int = Field(default=20, ge=1)
+    #: Longest date range admitted; the docs name no limit and show a 22-month example.
+    max_range_days: int = Field(default=731, gt=0)
+    http_timeout_seconds: float = Field(default=30, gt=0)
+    download_timeout_seconds: float = Field(default=300, gt=0)
+    #: Treat a request as outstanding too long (metric and alert) after this many seconds.
+    completion_sla_seconds: float = Field(default=3 * 86400, gt=0)
+    #: Fetch no file whose result expires sooner than this; resubmit instead.
+    expiry_margin_seconds: float = Field(default=300, ge=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _SecretFileSource(settings_cls), _FileSource(settings_cls))
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        if not value.startswith(("file://", "s3://")):
+            raise ValueError("must start with file:// or s3://")
+        return value
+
+    @model_validator(mode="after")
+    def _plain_http_only_when_allowed(self) -> Settings:
+        if self.api_base_url.startswith("http://") and not self.allow_http:
+            raise ValueError(
+                "DSAR_API_BASE_URL is plain http://; set DSAR_ALLOW_HTTP=true only for a "
+                "loopback emulator"
+            )
+        return self
+
+    @property
+    def budget_limit(self) -> int:
+        """Cost this service may spend in any hour: the org's budget times our share."""
+        return int(self.cost_budget_per_hour * self.budget_fraction)
+
+    def require_credentials(self) -> tuple[str, str]:
+        if self.amplitude_api_key is None or self.amplitude_secret_key is None:
+            raise ConfigError(
+                "AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY (or AMPLITUDE_API_KEY_FILE and "
+                "AMPLITUDE_SECRET_KEY_FILE) must be set"
+            )
+        return self.amplitude_api_key.get_secret_value(), self.amplitude_secret_key.get_secret_value()
+
+
+class _SecretFileSource(PydanticBaseSettingsSource):
+    """``AMPLITUDE_API_KEY_FILE`` / ``AMPLITUDE_SECRET_KEY_FILE``: read the secret from a file."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field, env in _SECRET_ENV.items():
+            path = os.environ.get(f"{env}_FILE")
+            if not path:
+                continue
+            try:
+                out[env] = Path(path).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{env}_FILE: cannot read {path}: {exc.strerror}") from exc
+            if not out[env]:
+                raise ConfigError(f"{env}_FILE: {path} is empty")
+            _ = field
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings once, in ``main()``; turn pydantic's errors into one that names the key."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            name = loc if loc.isupper() else _env_name(loc)
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

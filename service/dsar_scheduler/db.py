@@ -1,0 +1,263 @@
+"""The database: tables (SQLAlchemy 2 ORM), the engine, and portable write transactions.
+
+Every time is stored as naive UTC and handed back as aware UTC (``UTCDateTime``), so SQLite and
+PostgreSQL agree and the injected clock, never the database's ``now()``, decides what is due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    text,
+)
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from .clock import utc
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Naive UTC in the database, aware UTC in Python."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else utc(value)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class QueueRow(Base):
+    """``dsar_queue``: written by upstream systems, read (never changed) by the service."""
+
+    __tablename__ = "dsar_queue"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Deliberately loose types and nullable: a bad row must be insertable so that it can be
+    # rejected with a reason, not lost to a constraint error upstream never sees.
+    amplitude_id: Mapped[int | None] = mapped_column(BigInteger)
+    start_date: Mapped[date | None] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+    external_ref: Mapped[str | None] = mapped_column(String(255), index=True)
+    requested_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime | None] = mapped_column(
+        DateTime, server_default=func.current_timestamp()
+    )
+
+
+class Request(Base):
+    """``dsar_requests``: the ledger, one state machine per admitted queue row."""
+
+    __tablename__ = "dsar_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("dsar_queue.id"), unique=True)
+    external_ref: Mapped[str | None] = mapped_column(String(255))
+    amplitude_id: Mapped[int | None] = mapped_column(BigInteger)
+    start_date: Mapped[date | None] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    remote_request_id: Mapped[int | None] = mapped_column(BigInteger)
+    submissions: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    expiries: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)  # transient errors in a row
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: When this request next needs work (a poll, a retry after an error): the due index.
+    next_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    storage_prefix: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_dsar_requests_state_next", "state", "next_action_at"),)
+
+
+class File(Base):
+    """``dsar_files``: one output URL of one remote request."""
+
+    __tablename__ = "dsar_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("dsar_requests.id"), index=True)
+    remote_request_id: Mapped[int] = mapped_column(BigInteger)
+    output_index: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | stored
+    name: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    event_count: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("request_id", "remote_request_id", "output_index"),)
+
+
+class ApiCall(Base):
+    """``dsar_api_calls``: every call, its cost reserved before it is sent (the budget)."""
+
+    __tablename__ = "dsar_api_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # submit | status | fetch
+    cost: Mapped[int] = mapped_column(Integer)
+    reserved_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(32), default="reserved")
+    request_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class Event(Base):
+    """``dsar_request_events``: the audit trail, one row per state change with its reason."""
+
+    __tablename__ = "dsar_request_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("dsar_requests.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    remote_request_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ServiceState(Base):
+    """``dsar_service_state``: small shared facts (rate-limit backoff, leases, last tick)."""
+
+    __tablename__ = "dsar_service_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Tick(Base):
+    """``dsar_ticks``: one row per tick, so 'last successful tick' survives restarts."""
+
+    __tablename__ = "dsar_ticks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|error
+    summary: Mapped[str | None] = mapped_column(Text)
+
+
+STATUS_VIEW = "dsar_queue_status"
+STATUS_VIEW_SQL = f"""
+CREATE VIEW {STATUS_VIEW} AS
+SELECT q.id AS queue_id,
+       q.external_ref,
+       q.amplitude_id,
+       q.created_at AS queued_at,
+       COALESCE(r.state, 'pending') AS state,
+       r.reason,
+       r.id AS request_id,
+       r.remote_request_id,
+       r.storage_prefix,
+       r.done_at,
+       r.expires_at,
+       r.stored_at,
+       r.updated_at
+FROM dsar_queue q
+LEFT JOIN dsar_requests r ON r.queue_id = q.id
+"""
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine that serialises SQLite writers (``BEGIN IMMEDIATE``) and survives DB restarts."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
+        )
+        _sqlite_immediate_transactions(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_immediate_transactions(engine: Engine) -> None:
+    # pysqlite's own transaction handling defers BEGIN; take it over so each transaction
+    # starts with BEGIN IMMEDIATE and holds the write lock before it reads (SQLAlchemy docs,
+    # "Serializable isolation / Savepoints / Transactional DDL" recipe).
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+@contextmanager
+def write_transaction(factory: sessionmaker[Session], lock: str | None = None) -> Iterator[Session]:
+    """A transaction that commits on success, rolls back on error.
+
+    ``lock`` names a critical section serialised across every process: on PostgreSQL a
+    transaction-level advisory lock, on SQLite the database write lock ``BEGIN IMMEDIATE``
+    already holds.
+    """
+    with factory() as session, session.begin():
+        bind = session.get_bind()
+        if lock is not None and bind.dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": lock})
+        yield session

@@ -1,0 +1,505 @@
+"""The ledger: every read and write the tick makes, each write one short transaction.
+
+Three invariants live here:
+- the budget: a call's cost is reserved (a row in ``dsar_api_calls``) before the call is sent,
+  under a lock shared by every process, and only if the cost over the last hour stays within the
+  limit; a 429 sets a shared backoff that every replica respects;
+- the state machine: a state change is a compare-and-set on the current state, checked against
+  ``states.TRANSITIONS`` and written to the audit trail with its reason in the same transaction;
+- the tick lease: one tick at a time across replicas; a lost lease stops the tick's work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, and_, case, cast, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .db import ApiCall, Event, File, QueueRow, Request, ServiceState, Tick, write_transaction
+from .states import FINAL, OUTSTANDING, SUBMITTABLE, State, check_transition
+from .validation import Accepted, RawQueueRow, Rejected
+
+WINDOW = timedelta(hours=1)
+BUDGET_LOCK = "dsar-budget"
+BACKOFF_KEY = "rate_limited_until"
+TICK_LEASE = "tick-lease"
+
+
+@dataclass(frozen=True)
+class CallTicket:
+    """A reservation of budget for one call; finish it with the outcome."""
+
+    id: int
+    kind: str
+    cost: int
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A committed state change, handed to the listener (logs and metrics)."""
+
+    request_id: int
+    from_state: str | None
+    to_state: str
+    reason: str
+    remote_request_id: int | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the metrics and ``dsar status`` show, computed from the ledger alone."""
+
+    queue_pending: int
+    by_state: dict[str, int]
+    cost_in_window: int
+    earliest_unfetched_expiry: datetime | None
+    oldest_outstanding_since: datetime | None
+    past_sla: int
+    pending_files: int
+    stored_files: int
+    stored_bytes: int
+    last_ok_tick: datetime | None
+    rate_limited_until: datetime | None
+
+
+class Ledger:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        budget_limit: int,
+        on_transition: Callable[[Transition], None] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.budget_limit = budget_limit
+        self.on_transition = on_transition
+
+    def _notify(self, transitions: Iterable[Transition]) -> None:
+        if self.on_transition is not None:
+            for transition in transitions:
+                self.on_transition(transition)
+
+    # -- budget ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _spent(session: Session, now: datetime) -> int:
+        total = session.scalar(
+            select(func.coalesce(func.sum(ApiCall.cost), 0)).where(
+                ApiCall.reserved_at > now - WINDOW
+            )
+        )
+        return int(total or 0)
+
+    def spent(self, now: datetime) -> int:
+        with self.sessions() as session:
+            return self._spent(session, now)
+
+    def headroom(self, now: datetime) -> int:
+        """Cost still available in the current window (0 while a 429 backoff holds)."""
+        with self.sessions() as session:
+            if self._backoff(session, now) is not None:
+                return 0
+            return max(0, self.budget_limit - self._spent(session, now))
+
+    @staticmethod
+    def _backoff(session: Session, now: datetime) -> datetime | None:
+        row = session.get(ServiceState, BACKOFF_KEY)
+        if row is None or row.until is None or row.until <= now:
+            return None
+        return row.until
+
+    def backoff_until(self, now: datetime) -> datetime | None:
+        with self.sessions() as session:
+            return self._backoff(session, now)
+
+    def reserve(
+        self, kind: str, cost: int, now: datetime, request_id: int | None = None
+    ) -> CallTicket | None:
+        """Reserve ``cost`` for a call about to be sent, or ``None`` if it does not fit."""
+        with write_transaction(self.sessions, lock=BUDGET_LOCK) as session:
+            if self._backoff(session, now) is not None:
+                return None
+            if self._spent(session, now) + cost > self.budget_limit:
+                return None
+            call = ApiCall(kind=kind, cost=cost, reserved_at=now, request_id=request_id,
+                           outcome="reserved")
+            session.add(call)
+            session.flush()
+            return CallTicket(id=call.id, kind=kind, cost=cost)
+
+    def finish_call(
+        self, ticket: CallTicket, outcome: str, status_code: int | None, now: datetime
+    ) -> None:
+        with write_transaction(self.sessions) as session:
+            session.execute(
+                update(ApiCall)
+                .where(ApiCall.id == ticket.id)
+                .values(outcome=outcome, status_code=status_code, finished_at=now)
+            )
+
+    def set_backoff(self, until: datetime, now: datetime, reason: str) -> None:
+        """Stop every replica's calls until ``until`` (never shortens a longer backoff)."""
+        with write_transaction(self.sessions, lock=BUDGET_LOCK) as session:
+            row = session.get(ServiceState, BACKOFF_KEY)
+            if row is None:
+                session.add(ServiceState(key=BACKOFF_KEY, value=reason, until=until,
+                                         updated_at=now))
+            elif row.until is None or row.until < until:
+                row.until, row.value, row.updated_at = until, reason, now
+
+    def count_calls(self, outcome: str, since: datetime) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(
+                select(func.count()).select_from(ApiCall)
+                .where(ApiCall.outcome == outcome, ApiCall.reserved_at > since)
+            ) or 0)
+
+    def prune_calls(self, before: datetime) -> int:
+        """Drop call rows older than ``before`` (they no longer count towards any window)."""
+        with write_transaction(self.sessions) as session:
+            result = session.execute(delete(ApiCall).where(ApiCall.reserved_at < before))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- the tick lease ----------------------------------------------------------------------
+
+    def acquire_lease(self, owner: str, now: datetime, ttl: timedelta) -> bool:
+        """Take or renew the tick lease; ``False`` if another live owner holds it."""
+        with write_transaction(self.sessions, lock=TICK_LEASE) as session:
+            row = session.get(ServiceState, TICK_LEASE)
+            if row is None:
+                session.add(ServiceState(key=TICK_LEASE, value=owner, until=now + ttl,
+                                         updated_at=now))
+                return True
+            if row.value == owner or row.until is None or row.until <= now:
+                row.value, row.until, row.updated_at = owner, now + ttl, now
+                return True
+            return False
+
+    def release_lease(self, owner: str, now: datetime) -> None:
+        with write_transaction(self.sessions, lock=TICK_LEASE) as session:
+            row = session.get(ServiceState, TICK_LEASE)
+            if row is not None and row.value == owner:
+                row.until, row.updated_at = now, now
+
+    # -- ticks -------------------------------------------------------------------------------
+
+    def start_tick(self, owner: str, now: datetime) -> int:
+        with write_transaction(self.sessions) as session:
+            tick = Tick(owner=owner, started_at=now, outcome="running")
+            session.add(tick)
+            session.flush()
+            return tick.id
+
+    def finish_tick(self, tick_id: int, outcome: str, summary: str, now: datetime) -> None:
+        with write_transaction(self.sessions) as session:
+            session.execute(
+                update(Tick).where(Tick.id == tick_id)
+                .values(outcome=outcome, summary=summary, finished_at=now)
+            )
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def pending_queue_rows(self, limit: int) -> list[RawQueueRow]:
+        """Queue rows with no ledger entry yet, oldest first, every column read as text."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(
+                    QueueRow.id,
+                    cast(QueueRow.amplitude_id, String),
+                    cast(QueueRow.start_date, String),
+                    cast(QueueRow.end_date, String),
+                    cast(QueueRow.external_ref, String),
+                    cast(QueueRow.requested_by, String),
+                )
+                .outerjoin(Request, Request.queue_id == QueueRow.id)
+                .where(Request.id.is_(None))
+                .order_by(QueueRow.id)
+                .limit(limit)
+            ).all()
+        return [RawQueueRow(*row) for row in rows]
+
+    def admit(
+        self, verdicts: Sequence[tuple[RawQueueRow, Accepted | Rejected]], now: datetime
+    ) -> list[Request]:
+        """Write one ledger row (queued or rejected) per queue row; duplicates of an earlier
+        ``external_ref`` are rejected here, inside the same transaction that checks them."""
+        created: list[Request] = []
+        notes: list[Transition] = []
+        with write_transaction(self.sessions, lock="dsar-admit") as session:
+            refs = {row.external_ref for row, _ in verdicts if row.external_ref}
+            taken = dict(
+                session.execute(
+                    select(Request.external_ref, Request.queue_id).where(
+                        Request.external_ref.in_(refs), Request.state != State.REJECTED
+                    )
+                ).all()
+            ) if refs else {}
+            for row, verdict in verdicts:
+                if isinstance(verdict, Accepted) and row.external_ref in taken:
+                    verdict = Rejected(
+                        f"duplicate external_ref: queue row {taken[row.external_ref]} "
+                        "already carries it"
+                    )
+                request = Request(
+                    queue_id=row.queue_id,
+                    external_ref=row.external_ref,
+                    queued_at=now,
+                    updated_at=now,
+                    submissions=0, failures=0, expiries=0, errors=0, polls=0,
+                )
+                if isinstance(verdict, Accepted):
+                    request.amplitude_id = verdict.amplitude_id
+                    request.start_date, request.end_date = verdict.start, verdict.end
+                    request.state = State.QUEUED
+                    reason = "admitted"
+                    if row.external_ref:
+                        taken[row.external_ref] = row.queue_id
+                else:
+                    request.state, request.reason = State.REJECTED, verdict.reason
+                    reason = verdict.reason
+                session.add(request)
+                session.flush()
+                session.add(Event(request_id=request.id, at=now, from_state=None,
+                                  to_state=request.state, reason=reason))
+                created.append(request)
+                notes.append(Transition(request.id, None, request.state, reason, None, now))
+        self._notify(notes)
+        return created
+
+    # -- the state machine -------------------------------------------------------------------
+
+    def move(
+        self,
+        request_id: int,
+        expected: Collection[State],
+        new: State,
+        reason: str,
+        now: datetime,
+        **changes: Any,
+    ) -> Request | None:
+        """Compare-and-set ``state`` from one of ``expected`` to ``new``, with an audit event.
+
+        Returns the updated request, or ``None`` if its state had moved on (someone else acted).
+        """
+        with write_transaction(self.sessions) as session:
+            request = session.scalar(
+                select(Request).where(Request.id == request_id).with_for_update()
+            )
+            if request is None or State(request.state) not in expected:
+                return None
+            check_transition(State(request.state), new)
+            previous = request.state
+            request.state, request.updated_at = new, now
+            request.reason = changes.pop("reason", reason)
+            for key, value in changes.items():
+                setattr(request, key, value)
+            session.add(Event(request_id=request_id, at=now, from_state=previous, to_state=new,
+                              reason=reason, remote_request_id=request.remote_request_id))
+        self._notify([Transition(request_id, previous, new, reason, request.remote_request_id,
+                                 now)])
+        return request
+
+    def update(self, request_id: int, now: datetime, **changes: Any) -> None:
+        """Change bookkeeping columns (next action time, error counts) without a transition."""
+        with write_transaction(self.sessions) as session:
+            session.execute(
+                update(Request).where(Request.id == request_id).values(updated_at=now, **changes)
+            )
+
+    def get(self, request_id: int) -> Request | None:
+        with self.sessions() as session:
+            return session.get(Request, request_id)
+
+    def events(self, request_id: int) -> list[Event]:
+        with self.sessions() as session:
+            return list(session.scalars(
+                select(Event).where(Event.request_id == request_id).order_by(Event.id)
+            ))
+
+    def in_state(self, *states: State) -> list[Request]:
+        with self.sessions() as session:
+            return list(session.scalars(
+                select(Request).where(Request.state.in_(states)).order_by(Request.id)
+            ))
+
+    def due_polls(self, now: datetime, limit: int) -> list[Request]:
+        with self.sessions() as session:
+            return list(session.scalars(
+                select(Request)
+                .where(Request.state == State.SUBMITTED,
+                       or_(Request.next_action_at.is_(None), Request.next_action_at <= now))
+                .order_by(Request.next_action_at, Request.id)
+                .limit(limit)
+            ))
+
+    def due_submits(self, now: datetime, limit: int) -> list[Request]:
+        """Requests waiting to be (re)submitted: failed and expired first, then oldest."""
+        priority = case({State.FAILED.value: 0, State.EXPIRED.value: 0}, value=Request.state,
+                        else_=1)
+        with self.sessions() as session:
+            return list(session.scalars(
+                select(Request)
+                .where(Request.state.in_(SUBMITTABLE),
+                       or_(Request.next_action_at.is_(None), Request.next_action_at <= now))
+                .order_by(priority, Request.id)
+                .limit(limit)
+            ))
+
+    def count_in(self, states: Iterable[State]) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(
+                select(func.count()).select_from(Request).where(Request.state.in_(list(states)))
+            ) or 0)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def record_done(
+        self, request_id: int, remote_id: int, urls: Sequence[str], expires: datetime,
+        now: datetime, names: Sequence[str], prefix: str,
+    ) -> Request | None:
+        """Move a request to ``done`` and list its files, in one transaction."""
+        with write_transaction(self.sessions) as session:
+            request = session.scalar(
+                select(Request).where(Request.id == request_id).with_for_update()
+            )
+            if request is None or request.state != State.SUBMITTED:
+                return None
+            if request.remote_request_id != remote_id:
+                return None
+            check_transition(State.SUBMITTED, State.DONE)
+            request.state, request.done_at, request.expires_at = State.DONE, now, expires
+            request.updated_at, request.errors, request.next_action_at = now, 0, None
+            request.reason, request.storage_prefix = f"done with {len(urls)} file(s)", prefix
+            for index, (url, name) in enumerate(zip(urls, names, strict=True)):
+                session.add(File(request_id=request_id, remote_request_id=remote_id,
+                                 output_index=index, url=url, name=name, state="pending",
+                                 attempts=0))
+            reason = f"done: {len(urls)} file(s), expires {expires.isoformat()}"
+            session.add(Event(request_id=request_id, at=now, from_state=State.SUBMITTED,
+                              to_state=State.DONE, remote_request_id=remote_id, reason=reason))
+        self._notify([Transition(request_id, State.SUBMITTED, State.DONE, reason, remote_id,
+                                 now)])
+        return request
+
+    def pending_files(self, now: datetime, limit: int) -> list[tuple[File, Request]]:
+        """Files still to fetch, most urgent expiry first (losing a result is the worst)."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(File, Request)
+                .join(Request, and_(File.request_id == Request.id,
+                                    File.remote_request_id == Request.remote_request_id))
+                .where(Request.state.in_((State.DONE, State.FETCHING)),
+                       File.state == "pending",
+                       or_(File.next_attempt_at.is_(None), File.next_attempt_at <= now))
+                .order_by(Request.expires_at, File.request_id, File.output_index)
+                .limit(limit)
+            ).all()
+            return list(rows)
+
+    def files_of(self, request_id: int, remote_id: int | None) -> list[File]:
+        with self.sessions() as session:
+            return list(session.scalars(
+                select(File).where(File.request_id == request_id,
+                                   File.remote_request_id == remote_id)
+                .order_by(File.output_index)
+            ))
+
+    def file_stored(self, file_id: int, size: int, sha256: str, events: int, now: datetime
+                    ) -> None:
+        with write_transaction(self.sessions) as session:
+            session.execute(
+                update(File).where(File.id == file_id).values(
+                    state="stored", bytes=size, sha256=sha256, event_count=events,
+                    stored_at=now, last_error=None, next_attempt_at=None,
+                )
+            )
+
+    def file_failed(self, file_id: int, error: str, retry_at: datetime | None) -> int:
+        """Count a failed attempt; returns the attempts so far."""
+        with write_transaction(self.sessions) as session:
+            file = session.get(File, file_id)
+            assert file is not None
+            file.attempts += 1
+            file.last_error, file.next_attempt_at = error[:500], retry_at
+            return file.attempts
+
+    # -- views -------------------------------------------------------------------------------
+
+    def expiring(self, before: datetime) -> list[Request]:
+        """Finished requests whose results expire before ``before`` with files unfetched."""
+        with self.sessions() as session:
+            return list(session.scalars(
+                select(Request).where(Request.state.in_((State.DONE, State.FETCHING)),
+                                      Request.expires_at < before)
+            ))
+
+    def snapshot(self, now: datetime, sla: timedelta) -> Snapshot:
+        with self.sessions() as session:
+            by_state = {
+                state: int(count) for state, count in session.execute(
+                    select(Request.state, func.count()).group_by(Request.state)
+                )
+            }
+            pending = session.scalar(
+                select(func.count()).select_from(QueueRow)
+                .outerjoin(Request, Request.queue_id == QueueRow.id)
+                .where(Request.id.is_(None))
+            )
+            active = [s.value for s in OUTSTANDING | {State.QUEUED, State.FAILED, State.EXPIRED}]
+            oldest = session.scalar(
+                select(func.min(Request.first_submitted_at)).where(Request.state.in_(active))
+            )
+            past_sla = session.scalar(
+                select(func.count()).select_from(Request).where(
+                    Request.state.in_(active), Request.first_submitted_at < now - sla)
+            )
+            earliest = session.scalar(
+                select(func.min(Request.expires_at)).where(
+                    Request.state.in_((State.DONE, State.FETCHING)))
+            )
+            files = session.execute(
+                select(File.state, func.count(), func.coalesce(func.sum(File.bytes), 0))
+                .group_by(File.state)
+            ).all()
+            last_ok = session.scalar(
+                select(func.max(Tick.finished_at)).where(Tick.outcome == "ok")
+            )
+            return Snapshot(
+                queue_pending=int(pending or 0),
+                by_state=by_state,
+                cost_in_window=self._spent(session, now),
+                earliest_unfetched_expiry=_aware(earliest),
+                oldest_outstanding_since=_aware(oldest),
+                past_sla=int(past_sla or 0),
+                pending_files=sum(int(c) for s, c, _ in files if s == "pending"),
+                stored_files=sum(int(c) for s, c, _ in files if s == "stored"),
+                stored_bytes=sum(int(b) for s, _, b in files if s == "stored"),
+                last_ok_tick=_aware(last_ok),
+                rate_limited_until=self._backoff(session, now),
+            )
+
+    def is_final(self, request_id: int) -> bool:
+        request = self.get(request_id)
+        return request is not None and State(request.state) in FINAL
+
+    def try_insert_queue_row(self, **values: Any) -> int | None:
+        """Insert a queue row (``dsar enqueue``); ``None`` if the database refused it."""
+        try:
+            with write_transaction(self.sessions) as session:
+                row = QueueRow(**values)
+                session.add(row)
+                session.flush()
+                return row.id
+        except IntegrityError:
+            return None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    from .clock import utc
+
+    return None if value is None else utc(value)

@@ -1,0 +1,54 @@
+"""``dsar migrate``: Alembic upgrade to head, safe to run from a one-shot job before replicas
+start (Alembic's version table makes a second run a no-op)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine
+
+from .db import make_engine
+
+
+def migrations_dir() -> Path:
+    """The migrations folder: packaged into the wheel, or beside ``service/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_migrations", here.parents[1] / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError("cannot find the Alembic migrations folder")
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head", engine: Engine | None = None) -> None:
+    config = alembic_config(url)
+    own = engine is None
+    engine = engine or make_engine(url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        if own:
+            engine.dispose()
+
+
+def downgrade(url: str, revision: str = "base", engine: Engine | None = None) -> None:
+    config = alembic_config(url)
+    own = engine is None
+    engine = engine or make_engine(url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+    finally:
+        if own:
+            engine.dispose()

@@ -1,0 +1,50 @@
+"""The request state machine: which transitions exist, so the ledger can refuse the rest."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    QUEUED = "queued"  # admitted, waiting for budget to be submitted
+    SUBMITTING = "submitting"  # cost reserved, POST under way (or the process died during it)
+    SUBMITTED = "submitted"  # Amplitude has a requestId; polling
+    DONE = "done"  # Amplitude finished; files listed, none fetched yet
+    FETCHING = "fetching"  # some files stored, some still to fetch
+    STORED = "stored"  # every file stored and verified, manifest written (final)
+    REJECTED = "rejected"  # bad queue row (final)
+    FAILED = "failed"  # Amplitude said failed; waits to be resubmitted
+    EXPIRED = "expired"  # results expired before every file was stored; waits to be resubmitted
+    DEAD = "dead"  # gave up, with the reason (final)
+    CANCELLED = "cancelled"  # an operator stopped it (final)
+
+
+FINAL = frozenset({State.STORED, State.REJECTED, State.DEAD, State.CANCELLED})
+#: States waiting for a (re)submission; failed and expired go first, they have waited longest.
+SUBMITTABLE = (State.FAILED, State.EXPIRED, State.QUEUED)
+#: States with a remote request in flight at Amplitude.
+OUTSTANDING = frozenset({State.SUBMITTING, State.SUBMITTED, State.DONE, State.FETCHING})
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.QUEUED: frozenset({State.SUBMITTING, State.CANCELLED}),
+    State.SUBMITTING: frozenset({State.SUBMITTED, State.QUEUED, State.DEAD, State.CANCELLED}),
+    State.SUBMITTED: frozenset({State.DONE, State.FAILED, State.DEAD, State.CANCELLED}),
+    State.DONE: frozenset({State.FETCHING, State.STORED, State.EXPIRED, State.DEAD,
+                           State.CANCELLED}),
+    State.FETCHING: frozenset({State.STORED, State.EXPIRED, State.DEAD, State.CANCELLED}),
+    State.FAILED: frozenset({State.SUBMITTING, State.DEAD, State.CANCELLED}),
+    State.EXPIRED: frozenset({State.SUBMITTING, State.DEAD, State.CANCELLED}),
+    State.DEAD: frozenset({State.QUEUED}),  # only by an operator's retry
+    State.CANCELLED: frozenset({State.QUEUED}),  # only by an operator's retry
+    State.STORED: frozenset(),
+    State.REJECTED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the state machine does not allow."""
+
+
+def check_transition(current: State, new: State) -> None:
+    if new not in TRANSITIONS[current]:
+        raise IllegalTransition(f"{current} -> {new} is not a legal transition")

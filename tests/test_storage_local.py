@@ -1,0 +1,544 @@
+"""Local-disk storage: atomic, verified, private, and never loses the previous good object."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsar_scheduler.storage import LocalStorage, Storage, StorageError, open_storage
+from dsar_scheduler.verify import GzipJsonLinesVerifier, VerificationError
+
+KEY = "req-00000042/53367-0.json.gz"
+MANIFEST = "req-00000042/manifest.json"
+MIB = 2**20
+
+
+def events(n: int, tag: str = "a") -> bytes:
+    return b"".join(json.dumps({"i": i, "tag": tag}).encode() + b"\n" for i in range(n))
+
+
+GOOD = gzip.compress(events(100), mtime=0)
+NEWER = gzip.compress(events(40, tag="b"), mtime=0)
+
+
+def chunked(data: bytes, size: int = 64) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def all_names(root: Path) -> list[str]:
+    """Every file under root, hidden ones included, relative."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def storage(root: Path) -> LocalStorage:
+    return LocalStorage(root)
+
+
+def put_good(storage: LocalStorage, data: bytes = GOOD, key: str = KEY) -> None:
+    storage.put_verified(key, chunked(data), GzipJsonLinesVerifier(expected_length=len(data)))
+
+
+# -- round trip ---------------------------------------------------------------------------
+
+
+def test_it_is_a_storage() -> None:
+    backend: Storage = LocalStorage(Path("/nonexistent/x"))
+    assert backend.description == "file:///nonexistent/x"
+
+
+def test_round_trip(storage: LocalStorage, root: Path) -> None:
+    result = storage.put_verified(KEY, chunked(GOOD), GzipJsonLinesVerifier(len(GOOD)))
+    assert result.bytes == len(GOOD)
+    assert result.sha256 == hashlib.sha256(GOOD).hexdigest()
+    assert result.event_count == 100
+    assert storage.read_bytes(KEY) == GOOD  # stored as served, never re-encoded
+    assert storage.size(KEY) == len(GOOD)
+    assert storage.exists(KEY)
+    storage.put_bytes(MANIFEST, b'{"files": []}')
+    assert storage.read_bytes(MANIFEST) == b'{"files": []}'
+    assert storage.list("req-00000042") == [KEY, MANIFEST]
+    assert storage.list("req-00000042/") == [KEY, MANIFEST]
+    assert storage.list("") == [KEY, MANIFEST]
+    assert all_names(root) == [KEY, MANIFEST]
+
+
+def test_put_verified_overwrites_an_older_object(storage: LocalStorage) -> None:
+    put_good(storage)
+    put_good(storage, NEWER)
+    assert storage.read_bytes(KEY) == NEWER
+
+
+def test_put_bytes_overwrites(storage: LocalStorage) -> None:
+    storage.put_bytes(MANIFEST, b"one")
+    storage.put_bytes(MANIFEST, b"two")
+    assert storage.read_bytes(MANIFEST) == b"two"
+
+
+def test_missing_objects(storage: LocalStorage) -> None:
+    assert not storage.exists(KEY)
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(KEY)
+    with pytest.raises(FileNotFoundError):
+        storage.size(KEY)
+    assert storage.list("req-00000042") == []
+    assert storage.list("") == []
+    storage.delete(KEY)  # absent: no error
+
+
+def test_folders_are_not_objects(storage: LocalStorage) -> None:
+    put_good(storage)
+    assert not storage.exists("req-00000042")
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes("req-00000042")
+    with pytest.raises(FileNotFoundError):
+        storage.size("req-00000042")
+
+
+def test_delete(storage: LocalStorage) -> None:
+    put_good(storage)
+    storage.delete(KEY)
+    assert not storage.exists(KEY)
+    storage.delete(KEY)
+
+
+def test_list_is_sorted_recursive_and_scoped_to_the_folder(storage: LocalStorage) -> None:
+    for key in ["b/2", "a/x/1", "a/3", "a/1", "ab/1"]:
+        storage.put_bytes(key, b"x")
+    assert storage.list("a") == ["a/1", "a/3", "a/x/1"]
+    assert storage.list("a/x") == ["a/x/1"]
+    assert storage.list("") == ["a/1", "a/3", "a/x/1", "ab/1", "b/2"]
+    assert storage.list("nope") == []
+
+
+def test_stream_memory_does_not_depend_on_size(storage: LocalStorage) -> None:
+    line = b'{"event_type": "x", "pad": "' + b"a" * 4000 + b'"}\n'
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    data = b"".join(compressor.compress(line * 256) for _ in range(64)) + compressor.flush()
+    tracemalloc.start()
+    try:
+        result = storage.put_verified(KEY, chunked(data, 64 * 1024), GzipJsonLinesVerifier())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.event_count == 64 * 256
+    assert peak < 8 * MIB
+
+
+# -- permissions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_files_are_0600_and_folders_0700_whatever_the_umask(root: Path, umask: int) -> None:
+    storage = LocalStorage(root / "deeper")
+    old = os.umask(umask)
+    try:
+        put_good(storage)
+        storage.put_bytes("req-00000043/nested/manifest.json", b"{}")
+    finally:
+        os.umask(old)
+    assert mode(root) == 0o700  # missing parents of the root are created private too
+    assert mode(root / "deeper") == 0o700
+    assert mode(root / "deeper" / "req-00000042") == 0o700
+    assert mode(root / "deeper" / "req-00000043" / "nested") == 0o700
+    assert mode(root / "deeper" / KEY) == 0o600
+    assert mode(root / "deeper" / "req-00000043" / "nested" / "manifest.json") == 0o600
+
+
+def test_check_creates_the_root_0700(root: Path) -> None:
+    old = os.umask(0)
+    try:
+        LocalStorage(root).check()
+    finally:
+        os.umask(old)
+    assert mode(root) == 0o700
+    assert all_names(root) == []  # the probe is gone
+
+
+# -- failures never publish and never lose the previous object ----------------------------
+
+
+class NetworkDown(Exception):
+    pass
+
+
+def failing_after(data: bytes, n: int, exc: BaseException) -> Iterator[bytes]:
+    yield data[:n]
+    raise exc
+
+
+@pytest.mark.parametrize(
+    "exc", [NetworkDown("reset"), ConnectionResetError(errno.ECONNRESET, "reset")]
+)
+def test_failing_iterator_leaves_nothing(
+    storage: LocalStorage, root: Path, exc: BaseException
+) -> None:
+    with pytest.raises(type(exc)) as raised:
+        storage.put_verified(KEY, failing_after(GOOD, 100, exc), GzipJsonLinesVerifier())
+    assert raised.value is exc  # the caller's own error, not wrapped as a storage problem
+    assert not storage.exists(KEY)
+    assert all_names(root) == []
+
+
+def test_failing_iterator_keeps_the_previous_object(storage: LocalStorage, root: Path) -> None:
+    put_good(storage)
+    with pytest.raises(KeyboardInterrupt):
+        storage.put_verified(
+            KEY, failing_after(NEWER, 50, KeyboardInterrupt()), GzipJsonLinesVerifier()
+        )
+    assert storage.read_bytes(KEY) == GOOD
+    assert all_names(root) == [KEY]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [GOOD[:-1], GOOD + b"junk", b"<html>error</html>", gzip.compress(b"[1]\n")],
+    ids=["truncated", "trailing", "not-gzip", "not-object"],
+)
+def test_verification_error_keeps_the_previous_object(
+    storage: LocalStorage, root: Path, bad: bytes
+) -> None:
+    put_good(storage)
+    with pytest.raises(VerificationError):
+        storage.put_verified(KEY, chunked(bad), GzipJsonLinesVerifier())
+    assert storage.read_bytes(KEY) == GOOD
+    assert all_names(root) == [KEY]
+
+
+def test_content_length_mismatch_publishes_nothing(storage: LocalStorage, root: Path) -> None:
+    with pytest.raises(VerificationError, match="Content-Length"):
+        storage.put_verified(KEY, chunked(GOOD), GzipJsonLinesVerifier(len(GOOD) + 1))
+    assert all_names(root) == []
+
+
+def test_temporaries_are_invisible_while_writing(storage: LocalStorage, root: Path) -> None:
+    put_good(storage)
+    seen: list[tuple[bool, list[str], list[str], bytes]] = []
+
+    def watching() -> Iterator[bytes]:
+        for i, chunk in enumerate(chunked(NEWER)):
+            yield chunk
+            if i == 2:
+                on_disk = all_names(root)
+                seen.append((storage.exists(KEY), storage.list(""), on_disk, b""))
+                seen.append((False, [], [], storage.read_bytes(KEY)))
+
+    storage.put_verified(KEY, watching(), GzipJsonLinesVerifier())
+    (exists, listed, on_disk, _), (_, _, _, during) = seen
+    assert exists
+    assert listed == [KEY]
+    assert len(on_disk) == 2  # the final file and one temporary beside it
+    temporary = next(name for name in on_disk if name != KEY)
+    assert temporary.startswith("req-00000042/.53367-0.json.gz.partial-")
+    assert during == GOOD  # readers see the old object until the new one is complete
+    assert storage.read_bytes(KEY) == NEWER
+    assert all_names(root) == [KEY]
+
+
+def test_list_and_exists_hide_leftover_temporaries(storage: LocalStorage, root: Path) -> None:
+    put_good(storage)
+    (root / "req-00000042" / ".53367-1.json.gz.partial-0123456789abcdef").write_bytes(b"x")
+    assert storage.list("req-00000042") == [KEY]
+    assert storage.list("") == [KEY]
+    with pytest.raises(ValueError):
+        storage.exists("req-00000042/.53367-1.json.gz.partial-0123456789abcdef")
+
+
+def test_cleanup_partials(storage: LocalStorage, root: Path) -> None:
+    assert storage.cleanup_partials() == 0  # no root yet
+    put_good(storage)
+    storage.put_bytes("req-00000043/a/manifest.json", b"{}")
+    leftovers = [
+        root / ".top.partial-1",
+        root / "req-00000042" / ".53367-1.json.gz.partial-abc",
+        root / "req-00000043" / "a" / ".manifest.json.partial-ffff",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    (root / "req-00000042" / ".keep-me").write_bytes(b"not ours")
+    assert storage.cleanup_partials() == 3
+    assert all_names(root) == sorted([KEY, "req-00000042/.keep-me", "req-00000043/a/manifest.json"])
+    assert storage.cleanup_partials() == 0
+
+
+# -- fsync and atomic rename --------------------------------------------------------------
+
+
+def test_data_is_fsynced_before_the_rename_and_the_folder_after(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.check()
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        calls.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    storage.put_bytes("manifest.json", b"{}")
+    assert calls == ["fsync-file", "replace", "fsync-dir"]
+    calls.clear()
+    put_good(storage, key="new-folder/x.json.gz")
+    # The new folder's entry in the root is made durable too.
+    assert calls == ["fsync-dir", "fsync-file", "replace", "fsync-dir"]
+
+
+# -- disk errors --------------------------------------------------------------------------
+
+
+def enospc_after(calls: int, real: Callable[[int, Any], int]) -> Callable[[int, Any], int]:
+    count = 0
+
+    def write(fd: int, data: Any) -> int:
+        nonlocal count
+        count += 1
+        if count > calls:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    return write
+
+
+def test_disk_full_gives_storage_error_and_leaves_nothing(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_good(storage)
+    monkeypatch.setattr(os, "write", enospc_after(1, os.write))
+    with pytest.raises(StorageError, match=f"^disk full writing {root / KEY}$") as raised:
+        put_good(storage, NEWER)
+    assert isinstance(raised.value.__cause__, OSError)
+    with pytest.raises(StorageError, match=f"^disk full writing {root / MANIFEST}$"):
+        storage.put_bytes(MANIFEST, b"{}" * 10)
+    monkeypatch.undo()
+    assert storage.read_bytes(KEY) == GOOD
+    assert all_names(root) == [KEY]
+
+
+def test_short_writes_are_completed(storage: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+
+    def one_byte(fd: int, data: Any) -> int:
+        return real_write(fd, bytes(data[:1]))
+
+    monkeypatch.setattr(os, "write", one_byte)
+    storage.put_bytes(MANIFEST, b'{"a": 1}')
+    put_good(storage)
+    monkeypatch.undo()
+    assert storage.read_bytes(MANIFEST) == b'{"a": 1}'
+    assert storage.read_bytes(KEY) == GOOD
+
+
+def deny_partials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make creating a temporary fail as it would in a folder we may not write (tests run as
+    root, for whom chmod does not deny anything)."""
+    real_open = os.open
+
+    def fake_open(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        if ".partial-" in os.fspath(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+def test_permission_denied_names_the_path(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_good(storage)
+    deny_partials(monkeypatch)
+    with pytest.raises(StorageError, match=f"^permission denied writing {root / KEY}$"):
+        put_good(storage, NEWER)
+    with pytest.raises(StorageError, match=f"^permission denied writing {root / MANIFEST}$"):
+        storage.put_bytes(MANIFEST, b"{}")
+    with pytest.raises(StorageError, match=f"^permission denied writing {root}$"):
+        storage.check()
+    monkeypatch.undo()
+    assert storage.read_bytes(KEY) == GOOD
+    assert all_names(root) == [KEY]
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Really lose write permission: root ignores modes, so drop the effective uid to nobody
+    for the block (the saved uid lets us take root back); other users get a 0500 folder."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_read_only_folder_really_denies(tmp_path: Path) -> None:
+    # tmp_path's parents are private to root; nobody needs a path it may traverse.
+    base = Path(tempfile.mkdtemp(prefix="dsar-storage-"))
+    try:
+        base.chmod(0o755)
+        root = base / "store"
+        storage = LocalStorage(root)
+        put_good(storage)
+        for folder in (root, root / "req-00000042"):
+            folder.chmod(0o555)  # readable, not writable, by anyone but root
+        with unprivileged():
+            with pytest.raises(StorageError, match=f"^permission denied writing {root / KEY}$"):
+                put_good(storage, NEWER)
+            with pytest.raises(StorageError, match=f"^permission denied writing {root}$"):
+                storage.check()
+            with pytest.raises(StorageError, match=f"^permission denied writing {root / 'x'}$"):
+                storage.put_bytes("x", b"{}")
+        assert storage.read_bytes(KEY) == GOOD
+        assert all_names(root) == [KEY]
+    finally:
+        for folder in (base / "store", base / "store" / "req-00000042"):
+            if folder.exists():
+                folder.chmod(0o700)
+        shutil.rmtree(base)
+
+
+def test_root_under_a_regular_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    storage = LocalStorage(blocker / "store")
+    with pytest.raises(StorageError, match=f"writing {blocker / 'store'}"):
+        storage.check()
+    with pytest.raises(StorageError, match=f"writing {blocker / 'store' / KEY}"):
+        put_good(storage)
+    assert not storage.exists(KEY)
+    assert storage.list("") == []
+    assert storage.cleanup_partials() == 0
+    assert blocker.read_bytes() == b""
+
+
+def test_reading_a_key_through_a_file_is_a_storage_error(storage: LocalStorage, root: Path) -> None:
+    storage.put_bytes("req-1", b"a file where a folder is expected")
+    assert not storage.exists("req-1/manifest.json")
+    with pytest.raises(StorageError, match=f"reading {root / 'req-1' / 'manifest.json'}"):
+        storage.read_bytes("req-1/manifest.json")
+    with pytest.raises(StorageError, match="writing"):
+        storage.put_bytes("req-1/manifest.json", b"{}")
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+BAD_KEYS = [
+    "",
+    "/abs/key",
+    "..",
+    "../escape",
+    "a/../b",
+    "a/..",
+    ".",
+    "a/./b",
+    "a//b",
+    "a/",
+    "a\\b",
+    "a\x00b",
+    ".hidden",
+    "req-1/.x.json.gz.partial-abc",
+    "x" * 201,
+]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_key_validation(storage: LocalStorage, root: Path, key: str) -> None:
+    operations: list[Callable[[], object]] = [
+        lambda: storage.put_verified(key, [GOOD], GzipJsonLinesVerifier()),
+        lambda: storage.put_bytes(key, b"{}"),
+        lambda: storage.read_bytes(key),
+        lambda: storage.exists(key),
+        lambda: storage.size(key),
+        lambda: storage.delete(key),
+    ]
+    for operation in operations:
+        with pytest.raises(ValueError, match="invalid storage key"):
+            operation()
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("prefix", ["/abs", "../up", "a//b", "a/../b"])
+def test_list_prefix_validation(storage: LocalStorage, prefix: str) -> None:
+    with pytest.raises(ValueError, match="invalid storage key"):
+        storage.list(prefix)
+
+
+def test_unusual_but_valid_keys(storage: LocalStorage) -> None:
+    for key in ["a b/c d.json", "ünï/çødé", "x" * 200, "a.b/c..d"]:
+        storage.put_bytes(key, b"1")
+        assert storage.read_bytes(key) == b"1"
+
+
+# -- open_storage -------------------------------------------------------------------------
+
+
+def test_open_storage_absolute(tmp_path: Path) -> None:
+    backend = open_storage(f"file://{tmp_path}/files")
+    assert isinstance(backend, LocalStorage)
+    assert backend.root == tmp_path / "files"
+    assert backend.description == (tmp_path / "files").as_uri()
+    assert not (tmp_path / "files").exists()  # opening touches nothing
+
+
+@pytest.mark.parametrize("url", ["file://./data/files", "file://data/files", "FILE://data/files"])
+def test_open_storage_relative_is_resolved_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = open_storage(url)
+    monkeypatch.chdir("/")
+    assert isinstance(backend, LocalStorage)
+    assert backend.root == tmp_path / "data" / "files"
+    assert backend.description == f"file://{tmp_path}/data/files"
+
+
+def test_open_storage_s3_is_not_available_yet() -> None:
+    with pytest.raises(StorageError, match="the S3 backend is not available yet"):
+        open_storage("s3://bucket/prefix")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://example.com/x", "scheme 'http'"),
+        ("gs://bucket/x", "scheme 'gs'"),
+        ("/just/a/path", "no scheme"),
+        ("", "no scheme"),
+        ("file://", "names no path"),
+    ],
+)
+def test_open_storage_rejects_other_urls(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        open_storage(url)
