@@ -295,7 +295,8 @@ class Ledger:
             check_transition(State(request.state), new)
             previous = request.state
             request.state, request.updated_at = new, now
-            request.reason = changes.pop("reason", reason)
+            # The request's visible reason is the event's, unless the caller says otherwise.
+            request.reason = changes.pop("request_reason", reason)
             for key, value in changes.items():
                 setattr(request, key, value)
             session.add(Event(request_id=request_id, at=now, from_state=previous, to_state=new,
@@ -385,6 +386,17 @@ class Ledger:
         self._notify([Transition(request_id, State.SUBMITTED, State.DONE, reason, remote_id,
                                  now)])
         return request
+
+    def completed_unrecorded(self) -> list[Request]:
+        """Finished requests with every file stored but no manifest recorded: a process
+        stopped between storing the last file and writing the manifest."""
+        pending = (select(File.id).where(File.request_id == Request.id,
+                                         File.remote_request_id == Request.remote_request_id,
+                                         File.state != "stored").exists())
+        with self.sessions() as session:
+            return list(session.scalars(
+                select(Request).where(Request.state.in_((State.DONE, State.FETCHING)), ~pending)
+            ))
 
     def pending_files(self, now: datetime, limit: int) -> list[tuple[File, Request]]:
         """Files still to fetch, most urgent expiry first (losing a result is the worst)."""

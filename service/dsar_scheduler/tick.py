@@ -60,7 +60,9 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in (0, None, [])}
+        """The counts that are not zero, without the outcome (logged beside it)."""
+        return {k: v for k, v in self.__dict__.items()
+                if k != "outcome" and v not in (0, None, [])}
 
 
 def transition_listener(metrics: Metrics) -> Any:
@@ -120,6 +122,7 @@ class Tick:
     def _steps(self) -> None:
         self.admit()
         self.recover()
+        self.complete_stored()
         self.expire()
         try:
             self.fetch()
@@ -196,6 +199,10 @@ class Tick:
             self.ledger.move(request.id, {State.SUBMITTING}, State.QUEUED,
                              "POST outcome unknown (the process stopped mid-submit); "
                              "resubmitting", self.clock.now(), next_action_at=None)
+
+    def complete_stored(self) -> None:
+        for request in self.ledger.completed_unrecorded():
+            self._store_if_complete(request)
 
     def expire(self) -> None:
         """Results about to expire with files unfetched: resubmit, or give up at the limit."""
@@ -356,7 +363,7 @@ class Tick:
             self.storage.delete(stale)  # files of an earlier, superseded remote request
         moved = self.ledger.move(request.id, {State.DONE, State.FETCHING}, State.STORED,
                                  f"{len(files)} file(s) stored and verified", now,
-                                 stored_at=now, reason=None)
+                                 stored_at=now, request_reason=None)
         if moved is not None:
             self.report.requests_stored += 1
             if request.done_at is not None:

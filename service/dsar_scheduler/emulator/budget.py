@@ -6,37 +6,43 @@ charge of one call are atomic.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections import deque
 from datetime import datetime, timedelta
 
 WINDOW = timedelta(hours=1)
 
 
 class CostWindow:
-    """Cost charged in the last hour. An entry charged at ``t`` counts while ``now < t + 1h``."""
+    """Cost charged in the last hour: a charge at ``t`` counts while ``t <= now < t + 1h``.
+
+    Queries never forget anything (a test may ask about any moment); only ``charge`` drops
+    entries, those more than two hours older than the newest charge.
+    """
 
     def __init__(self, budget_per_hour: int) -> None:
         self.budget = budget_per_hour
-        self._entries: deque[tuple[datetime, int]] = deque()
+        self._entries: list[tuple[datetime, int]] = []  # sorted by time
 
     def spent(self, now: datetime) -> int:
-        self._prune(now)
-        return sum(cost for _, cost in self._entries)
+        return sum(cost for _, cost in self._in_window(now))
 
     def fits(self, now: datetime, cost: int) -> bool:
         return self.spent(now) + cost <= self.budget
 
     def charge(self, now: datetime, cost: int) -> None:
-        if cost > 0:
-            self._entries.append((now, cost))
+        if cost <= 0:
+            return
+        bisect.insort(self._entries, (now, cost), key=_time)
+        stale = bisect.bisect_left(self._entries, self._entries[-1][0] - 2 * WINDOW, key=_time)
+        del self._entries[:stale]
 
     def seconds_until_fits(self, now: datetime, cost: int) -> float:
         """Clock seconds until ``cost`` would fit, as old charges leave the window."""
         need = self.spent(now) + cost - self.budget
         if need <= 0:
             return 0.0
-        for at, spent in self._entries:
+        for at, spent in self._in_window(now):
             need -= spent
             if need <= 0:
                 return (at + WINDOW - now).total_seconds()
@@ -46,7 +52,11 @@ class CostWindow:
         """``Retry-After`` in whole wall seconds (at least 1)."""
         return max(1, math.ceil(self.seconds_until_fits(now, cost) / clock_speed))
 
-    def _prune(self, now: datetime) -> None:
-        horizon = now - WINDOW
-        while self._entries and self._entries[0][0] <= horizon:
-            self._entries.popleft()
+    def _in_window(self, now: datetime) -> list[tuple[datetime, int]]:
+        lo = bisect.bisect_right(self._entries, now - WINDOW, key=_time)
+        hi = bisect.bisect_right(self._entries, now, key=_time)
+        return self._entries[lo:hi]
+
+
+def _time(entry: tuple[datetime, int]) -> datetime:
+    return entry[0]

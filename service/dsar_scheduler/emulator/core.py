@@ -157,9 +157,12 @@ class Emulator:
         return self
 
     def stop(self) -> None:
-        for server in (self._api_server, self._s3_server):
-            if server is not None:
-                server.stop()
+        """Stop both servers and close their connections; safe to call twice."""
+        servers = [s for s in (self._api_server, self._s3_server) if s is not None]
+        for server in servers:
+            server.request_stop()
+        for server in servers:
+            server.stop()
         self._api_server = self._s3_server = None
 
     def __enter__(self) -> Emulator:
@@ -262,6 +265,7 @@ class Emulator:
         """Every output of a request with the sha256, size and event count it is served with."""
         with self._lock:
             specs = list(self._job(request_id).files)
+        origin = self.config.api_public_origin or self.api_origin
         out = []
         for n, spec in enumerate(specs):
             stats = self._file_stats(spec)
@@ -269,7 +273,7 @@ class Emulator:
                 ExpectedFile(
                     request_id=request_id,
                     index=n,
-                    url=self._output_url(self.api_origin, request_id, n),
+                    url=self._output_url(origin.rstrip("/"), request_id, n),
                     project_id=spec.project_id,
                     month=spec.month.strftime("%Y-%m"),
                     sha256=stats.sha256,
@@ -296,9 +300,10 @@ class Emulator:
             response = _json_response(401, body, [("WWW-Authenticate", 'Basic realm="amplitude"')])
             return self._done("api", request, now, response, 0)
         if route is None:
-            known = request.path.rstrip("/").startswith(API_PATH)
-            status, message = (405, "method not allowed") if known else (404, "not found")
-            return self._done("api", request, now, _json_response(status, {"error": message}), 0)
+            return self._done("api", request, now, _json_response(404, {"error": "not found"}), 0)
+        if request.method != ("POST" if route[0] == "create" else "GET"):
+            error = _json_response(405, {"error": "method not allowed"})
+            return self._done("api", request, now, error, 0)
         cost = self.config.post_cost if request.method == "POST" else self.config.get_cost
         applicable = KINDS_BY_ORIGIN["api"]
         if route[0] == "output":
@@ -621,11 +626,11 @@ class Emulator:
 
 
 def _api_route(request: HttpRequest) -> tuple[str, str, str] | None:
-    """(kind, request id, output index) of a DSAR endpoint; None for anything else."""
+    """(kind, request id, output index) of a DSAR endpoint, whatever the method."""
     path = request.path.rstrip("/")
     if path == API_PATH:
-        return ("create", "", "") if request.method == "POST" else None
-    if not path.startswith(API_PATH + "/") or request.method != "GET":
+        return ("create", "", "")
+    if not path.startswith(API_PATH + "/"):
         return None
     parts = path[len(API_PATH) + 1 :].split("/")
     if len(parts) == 1:
