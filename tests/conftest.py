@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, text
 
 from dsar_scheduler.clock import FakeClock
@@ -25,6 +26,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith(("DSAR_", "AMPLITUDE_")) and key != "DSAR_TEST_PG_URL":
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """A test that configures logging (the CLI does) must not bind later tests to its
+    captured, by then closed, stderr."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

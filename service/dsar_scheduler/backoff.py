@@ -10,4 +10,5 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
                   ) -> float:
     """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
     ceiling = min(cap, base * 2 ** max(0, attempt - 1))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    jitter: float = (rng or random).uniform(0, ceiling / 2)
+    return ceiling / 2 + jitter

@@ -7,7 +7,6 @@ import csv
 import json
 import sys
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -76,30 +75,33 @@ def _rows_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_enqueue(settings: Settings, args: argparse.Namespace) -> int:
-    """Insert queue rows exactly as upstream would; validation happens at admission."""
-    from sqlalchemy import insert
+    """Insert queue rows exactly as upstream SQL would (values as given); validation happens
+    at admission, so a bad value becomes a rejection with a reason. A row the database itself
+    refuses (PostgreSQL checks types at INSERT) is reported, and the other rows still go in."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
 
-    from .db import QueueRow, make_engine
+    from .db import make_engine
 
-    rows = _rows_from_args(args)
-    engine = make_engine(settings.database_url)
     columns = ("amplitude_id", "start_date", "end_date", "external_ref", "requested_by")
+    insert = text(f"INSERT INTO dsar_queue ({', '.join(columns)}) "
+                  f"VALUES ({', '.join(':' + c for c in columns)}) RETURNING id")
+    engine = make_engine(settings.database_url)
+    refused = 0
     try:
-        with engine.begin() as connection:
-            for row in rows:
-                values = {c: (row.get(c) or None) for c in columns}
-                for c in ("start_date", "end_date"):
-                    if isinstance(values[c], str):
-                        try:
-                            values[c] = date.fromisoformat(values[c])
-                        except ValueError:
-                            pass  # stored as given; admission rejects it with the reason
-                result = connection.execute(insert(QueueRow).values(**values))
-                pk = result.inserted_primary_key
-                _out(f"queued row {pk[0] if pk else '?'}")
+        for number, row in enumerate(_rows_from_args(args), start=1):
+            values = {c: (row.get(c) or None) for c in columns}
+            try:
+                with engine.begin() as connection:
+                    queue_id = connection.execute(insert, values).scalar()
+                _out(f"queued row {queue_id}")
+            except DBAPIError as exc:
+                refused += 1
+                detail = str(exc.orig).splitlines()[0][:200] if exc.orig else type(exc).__name__
+                _out(f"input row {number} refused by the database: {detail}", sys.stderr)
     finally:
         engine.dispose()
-    return 0
+    return 1 if refused else 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:

@@ -490,7 +490,7 @@ class Ledger:
                 past_sla=int(past_sla or 0),
                 pending_files=sum(int(c) for s, c, _ in files if s == "pending"),
                 stored_files=sum(int(c) for s, c, _ in files if s == "stored"),
-                stored_bytes=sum(int(b) for s, _, b in files if s == "stored"),
+                stored_bytes=sum(int(b or 0) for s, _, b in files if s == "stored"),
                 last_ok_tick=_aware(last_ok),
                 rate_limited_until=self._backoff(session, now),
             )

@@ -65,7 +65,10 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
     with sessions() as session:
         files = session.query(File).filter(File.request_id == request_id).order_by(
             File.remote_request_id, File.output_index).all()
-    data = {
+    history: list[dict[str, Any]] = [
+        {"at": e.at, "from": e.from_state, "to": e.to_state, "reason": e.reason,
+         "amplitude_request_id": e.remote_request_id} for e in ledger.events(request_id)]
+    data: dict[str, Any] = {
         "request_id": request.id, "queue_id": request.queue_id,
         "external_ref": request.external_ref, "amplitude_id": request.amplitude_id,
         "range": [request.start_date, request.end_date], "state": request.state,
@@ -73,9 +76,7 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
         "submissions": request.submissions, "failures": request.failures,
         "expiries": request.expiries, "storage_prefix": request.storage_prefix,
         "expires_at": request.expires_at, "stored_at": request.stored_at,
-        "history": [{"at": e.at, "from": e.from_state, "to": e.to_state, "reason": e.reason,
-                     "amplitude_request_id": e.remote_request_id}
-                    for e in ledger.events(request_id)],
+        "history": history,
         "files": [_file(f) for f in files],
     }
     if as_json:
@@ -86,7 +87,7 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
         lines.append(f"  reason: {request.reason}")
     lines.append("history:")
     lines += [f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from'] or '-':>10} -> {h['to']:<10} "
-              f"{h['reason']}" for h in data["history"]]
+              f"{h['reason']}" for h in history]
     if files:
         lines.append("files:")
         lines += [f"  {f.name}: {f.state} {f.bytes or ''} {f.sha256 or ''} "

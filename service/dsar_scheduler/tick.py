@@ -356,7 +356,7 @@ class Tick:
         if any(f.state != "stored" for f in files):
             return
         now = self.clock.now()
-        prefix = request.storage_prefix
+        prefix = request.storage_prefix or f"req-{request.id:08d}"
         current = {f"{prefix}/{f.name}" for f in files} | {f"{prefix}/{MANIFEST_NAME}"}
         self.storage.put_bytes(f"{prefix}/{MANIFEST_NAME}", build_manifest(request, files, now))
         for stale in set(self.storage.list(prefix)) - current:
