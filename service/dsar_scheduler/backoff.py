@@ -9,6 +9,7 @@ import random
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None
                   ) -> float:
     """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
-    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
-    jitter: float = (rng or random).uniform(0, ceiling / 2)
+    ceiling = min(cap, base * 2.0 ** max(0, attempt - 1))
+    source = rng if rng is not None else random.Random()
+    jitter = source.uniform(0, ceiling / 2)
     return ceiling / 2 + jitter
