@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
-from .app import build_app
+from .app import App, build_app
 from .clock import ScaledClock
 from .config import load_settings
 from .daemon import Daemon
@@ -111,10 +111,7 @@ def run_demo(subjects: int, data_dir: Path, timeout: float, metrics_port: int | 
     return 0 if ok else 1
 
 
-def _enqueue(app: object, subjects: int) -> None:
-    from .app import App
-
-    assert isinstance(app, App)
+def _enqueue(app: App, subjects: int) -> None:
     today = app.clock.now().date()
     start = date(today.year - 1, today.month, 1)
     rows = [{"a": 100_000_001 + n, "s": start, "e": today, "r": f"DEMO-{n + 1}"}
@@ -127,10 +124,7 @@ def _enqueue(app: object, subjects: int) -> None:
     _say(f"enqueued {subjects} subjects ({start} .. {today}) and 1 bad row (end before start)")
 
 
-def _watch(app: object, clock: ScaledClock, timeout: float) -> bool:
-    from .app import App
-
-    assert isinstance(app, App)
+def _watch(app: App, clock: ScaledClock, timeout: float) -> bool:
     began, emulated0 = time.monotonic(), clock.now()
     last = ""
     while time.monotonic() - began < timeout:
@@ -148,10 +142,7 @@ def _watch(app: object, clock: ScaledClock, timeout: float) -> bool:
     return False
 
 
-def _report(app: object, finished: bool) -> bool:
-    from .app import App
-
-    assert isinstance(app, App)
+def _report(app: App, finished: bool) -> bool:
     if not finished:
         _say("timed out before every request reached a final state")
     stored = app.ledger.in_state(State.STORED)

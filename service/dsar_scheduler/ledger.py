@@ -413,6 +413,16 @@ class Ledger:
             ).all()
             return list(rows)
 
+    def count_pending_files(self) -> int:
+        """Files of finished requests still to fetch (the budget the submit step keeps back)."""
+        with self.sessions() as session:
+            return int(session.scalar(
+                select(func.count()).select_from(File)
+                .join(Request, and_(File.request_id == Request.id,
+                                    File.remote_request_id == Request.remote_request_id))
+                .where(Request.state.in_((State.DONE, State.FETCHING)), File.state == "pending")
+            ) or 0)
+
     def files_of(self, request_id: int, remote_id: int | None) -> list[File]:
         with self.sessions() as session:
             return list(session.scalars(

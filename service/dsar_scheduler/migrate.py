@@ -3,6 +3,7 @@ start (Alembic's version table makes a second run a no-op)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -28,27 +29,24 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head", engine: Engine | None = None) -> None:
+def _run(step: Callable[[Config, str], None], url: str, revision: str,
+         engine: Engine | None) -> None:
+    """Run an Alembic command on one connection (ours, or the caller's engine)."""
     config = alembic_config(url)
     own = engine is None
     engine = engine or make_engine(url)
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            step(config, revision)
     finally:
         if own:
             engine.dispose()
+
+
+def upgrade(url: str, revision: str = "head", engine: Engine | None = None) -> None:
+    _run(command.upgrade, url, revision, engine)
 
 
 def downgrade(url: str, revision: str = "base", engine: Engine | None = None) -> None:
-    config = alembic_config(url)
-    own = engine is None
-    engine = engine or make_engine(url)
-    try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, revision)
-    finally:
-        if own:
-            engine.dispose()
+    _run(command.downgrade, url, revision, engine)

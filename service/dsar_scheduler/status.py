@@ -12,7 +12,7 @@ from sqlalchemy.orm import sessionmaker
 
 from .clock import SystemClock
 from .config import Settings
-from .db import File, Request
+from .db import File
 from .ledger import Ledger
 from .states import State
 
@@ -100,5 +100,3 @@ def _file(f: File) -> dict[str, Any]:
             "bytes": f.bytes, "sha256": f.sha256, "events": f.event_count,
             "attempts": f.attempts, "last_error": f.last_error}
 
-
-__all__ = ["Request", "describe_request", "summary"]

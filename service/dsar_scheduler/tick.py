@@ -444,7 +444,7 @@ class Tick:
         now = self.clock.now()
         polls_per_hour = math.ceil(3600 / self.settings.poll_interval_seconds)
         outstanding = self.ledger.count_in([State.SUBMITTED])
-        pending_files = self.ledger.snapshot(now, timedelta(days=3)).pending_files
+        pending_files = self.ledger.count_pending_files()
         reserve = outstanding * polls_per_hour + pending_files
         spare = self.ledger.headroom(now) - reserve
         room = max(0, spare // (COST["submit"] + polls_per_hour))
