@@ -56,8 +56,10 @@ def pg_url() -> Iterator[str]:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     except Exception as exc:  # pragma: no cover - environment problem, say so plainly
         admin.dispose()
-        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not usable ({type(exc).__name__}); "
-                    "start it (see .ci/run) or deselect with -m 'not postgres'")
+        pytest.fail(
+            f"PostgreSQL at {PG_ADMIN_URL} is not usable ({type(exc).__name__}); "
+            "start it (see .ci/run) or deselect with -m 'not postgres'"
+        )
     try:
         yield _pg_schema_url(schema)
     finally:

@@ -29,19 +29,28 @@ class Harness:
     clock: FakeClock
     files_root: Path
 
-    def enqueue(self, amplitude_id: Any, start: Any = "2025-01-01", end: Any = "2025-03-31",
-                external_ref: str | None = None) -> None:
+    def enqueue(
+        self,
+        amplitude_id: Any,
+        start: Any = "2025-01-01",
+        end: Any = "2025-03-31",
+        external_ref: str | None = None,
+    ) -> None:
         with self.app.sessions() as session, session.begin():
-            session.execute(text(
-                "INSERT INTO dsar_queue (amplitude_id, start_date, end_date, external_ref) "
-                "VALUES (:a, :s, :e, :r)"), {"a": amplitude_id, "s": start, "e": end,
-                                            "r": external_ref})
+            session.execute(
+                text(
+                    "INSERT INTO dsar_queue (amplitude_id, start_date, end_date, external_ref) "
+                    "VALUES (:a, :s, :e, :r)"
+                ),
+                {"a": amplitude_id, "s": start, "e": end, "r": external_ref},
+            )
 
     def tick(self) -> TickReport:
         return self.app.tick()
 
-    def run_until(self, done: Callable[[], bool], max_ticks: int = 400,
-                  step: timedelta = TICK) -> list[TickReport]:
+    def run_until(
+        self, done: Callable[[], bool], max_ticks: int = 400, step: timedelta = TICK
+    ) -> list[TickReport]:
         reports = []
         for _ in range(max_ticks):
             reports.append(self.tick())
@@ -60,11 +69,17 @@ class Harness:
 
 
 @contextmanager
-def harness(database_url: str, tmp_path: Path, clock: FakeClock, *,
-            emulator_options: dict[str, Any] | None = None,
-            **settings: Any) -> Iterator[Harness]:
-    config = EmulatorConfig(api_key="test-key", secret_key="test-secret-value", seed=7,
-                            **(emulator_options or {}))
+def harness(
+    database_url: str,
+    tmp_path: Path,
+    clock: FakeClock,
+    *,
+    emulator_options: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Iterator[Harness]:
+    config = EmulatorConfig(
+        api_key="test-key", secret_key="test-secret-value", seed=7, **(emulator_options or {})
+    )
     with Emulator(config, clock) as emulator:
         files_root = tmp_path / "files"
         values: dict[str, Any] = {
@@ -78,8 +93,9 @@ def harness(database_url: str, tmp_path: Path, clock: FakeClock, *,
             "download_timeout_seconds": 5,
         }
         values.update(settings)
-        app = build_app(load_settings(**values), clock=clock, metrics=Metrics(),
-                        rng=random.Random(1))
+        app = build_app(
+            load_settings(**values), clock=clock, metrics=Metrics(), rng=random.Random(1)
+        )
         try:
             yield Harness(app, emulator, clock, files_root)
         finally:

@@ -19,10 +19,20 @@ from dsar_scheduler.amplitude import (
 BASE = "https://amplitude.com/api/2/dsar/requests"
 
 
-def client(handler: httpx.MockTransport, s3: httpx.MockTransport | None = None,
-           base: str = BASE, allow_http: bool = False) -> AmplitudeClient:
-    return AmplitudeClient(base, "key", "secret", allow_http=allow_http, transport=handler,
-                           download_transport=s3 or handler)
+def client(
+    handler: httpx.MockTransport,
+    s3: httpx.MockTransport | None = None,
+    base: str = BASE,
+    allow_http: bool = False,
+) -> AmplitudeClient:
+    return AmplitudeClient(
+        base,
+        "key",
+        "secret",
+        allow_http=allow_http,
+        transport=handler,
+        download_transport=s3 or handler,
+    )
 
 
 def test_submit_sends_json_with_basic_auth() -> None:
@@ -32,26 +42,30 @@ def test_submit_sends_json_with_basic_auth() -> None:
         seen.append(request)
         return httpx.Response(202, json={"requestId": 53367})
 
-    assert client(httpx.MockTransport(handle)).submit(5, date(2025, 1, 1), date(2025, 2, 1)) \
-        == 53367
+    assert (
+        client(httpx.MockTransport(handle)).submit(5, date(2025, 1, 1), date(2025, 2, 1)) == 53367
+    )
     assert seen[0].headers["authorization"].startswith("Basic ")
-    assert seen[0].read() == (b'{"amplitudeId":5,"startDate":"2025-01-01",'
-                              b'"endDate":"2025-02-01"}')
+    assert seen[0].read() == (b'{"amplitudeId":5,"startDate":"2025-01-01","endDate":"2025-02-01"}')
 
 
-@pytest.mark.parametrize(("response", "kind"), [
-    (httpx.Response(429, headers={"Retry-After": "42"}), ErrorKind.RATE_LIMITED),
-    (httpx.Response(503, text="<html>down</html>"), ErrorKind.TRANSIENT),
-    (httpx.Response(401), ErrorKind.AUTH),
-    (httpx.Response(404), ErrorKind.NOT_FOUND),
-    (httpx.Response(400, json={"error": "bad date"}), ErrorKind.REJECTED),
-    (httpx.Response(202, text="{not json"), ErrorKind.TRANSIENT),
-    (httpx.Response(202, json={"requestId": "x"}), ErrorKind.TRANSIENT),
-])
+@pytest.mark.parametrize(
+    ("response", "kind"),
+    [
+        (httpx.Response(429, headers={"Retry-After": "42"}), ErrorKind.RATE_LIMITED),
+        (httpx.Response(503, text="<html>down</html>"), ErrorKind.TRANSIENT),
+        (httpx.Response(401), ErrorKind.AUTH),
+        (httpx.Response(404), ErrorKind.NOT_FOUND),
+        (httpx.Response(400, json={"error": "bad date"}), ErrorKind.REJECTED),
+        (httpx.Response(202, text="{not json"), ErrorKind.TRANSIENT),
+        (httpx.Response(202, json={"requestId": "x"}), ErrorKind.TRANSIENT),
+    ],
+)
 def test_errors_are_classified(response: httpx.Response, kind: ErrorKind) -> None:
     with pytest.raises(ApiError) as info:
-        client(httpx.MockTransport(lambda _: response)).submit(1, date(2025, 1, 1),
-                                                               date(2025, 1, 2))
+        client(httpx.MockTransport(lambda _: response)).submit(
+            1, date(2025, 1, 1), date(2025, 1, 2)
+        )
     assert info.value.kind is kind
     if kind is ErrorKind.RATE_LIMITED:
         assert info.value.retry_after == 42
@@ -82,13 +96,25 @@ def test_retry_after_forms() -> None:
 
 
 def test_status_parsing() -> None:
-    done = parse_status({"requestId": 1, "status": "done", "urls": [f"{BASE}/1/outputs/0"],
-                         "expires": "2026-01-07T09:00:00", "failReason": None}, 1)
+    done = parse_status(
+        {
+            "requestId": 1,
+            "status": "done",
+            "urls": [f"{BASE}/1/outputs/0"],
+            "expires": "2026-01-07T09:00:00",
+            "failReason": None,
+        },
+        1,
+    )
     assert done.expires == datetime(2026, 1, 7, 9, tzinfo=UTC)
-    for bad in ({"status": "weird"}, {"status": "done", "urls": [], "expires": "x"},
-                {"status": "done", "urls": [1], "expires": "2026-01-01T00:00:00"},
-                {"status": "done", "urls": ["u"]}, [], {"status": "done", "urls": ["u"],
-                                                       "expires": "not a date"}):
+    for bad in (
+        {"status": "weird"},
+        {"status": "done", "urls": [], "expires": "x"},
+        {"status": "done", "urls": [1], "expires": "2026-01-01T00:00:00"},
+        {"status": "done", "urls": ["u"]},
+        [],
+        {"status": "done", "urls": ["u"], "expires": "not a date"},
+    ):
         with pytest.raises(ValueError):
             parse_status(bad, 1)
 
@@ -104,8 +130,9 @@ def test_output_redirect_is_followed_without_credentials() -> None:
 
     def s3(request: httpx.Request) -> httpx.Response:
         s3_seen.append(request)
-        return httpx.Response(200, stream=httpx.ByteStream(payload),
-                              headers={"Content-Encoding": "gzip"})
+        return httpx.Response(
+            200, stream=httpx.ByteStream(payload), headers={"Content-Encoding": "gzip"}
+        )
 
     c = client(httpx.MockTransport(api), httpx.MockTransport(s3))
     location = c.resolve_output(f"{BASE}/1/outputs/0")
@@ -140,8 +167,9 @@ def test_credentials_never_go_to_an_untrusted_output_host() -> None:
 
 
 def test_plain_http_redirect_is_refused_unless_allowed() -> None:
-    c = client(httpx.MockTransport(
-        lambda _: httpx.Response(302, headers={"Location": "http://bucket/f"})))
+    c = client(
+        httpx.MockTransport(lambda _: httpx.Response(302, headers={"Location": "http://bucket/f"}))
+    )
     with pytest.raises(ApiError) as info:
         c.resolve_output(f"{BASE}/1/outputs/0")
     assert info.value.kind is ErrorKind.UNTRUSTED_URL

@@ -12,8 +12,13 @@ from dsar_scheduler.cli import main
 
 
 def dsar(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dsar_scheduler.cli", *args], text=True,
-                          capture_output=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "dsar_scheduler.cli", *args],
+        text=True,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_help_explains_every_command() -> None:
@@ -23,12 +28,27 @@ def test_help_explains_every_command() -> None:
         assert verb in result.stdout
 
 
-def test_migrate_enqueue_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_migrate_enqueue_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DSAR_DATABASE_URL", f"sqlite:///{tmp_path}/d.db")
     assert main(["migrate"]) == 0
-    assert main(["enqueue", "--amplitude-id", "5", "--start", "2025-01-01",
-                 "--end", "2025-02-01", "--external-ref", "T-9"]) == 0
+    assert (
+        main(
+            [
+                "enqueue",
+                "--amplitude-id",
+                "5",
+                "--start",
+                "2025-01-01",
+                "--end",
+                "2025-02-01",
+                "--external-ref",
+                "T-9",
+            ]
+        )
+        == 0
+    )
     (tmp_path / "rows.csv").write_text("amplitude_id,start_date,end_date\n6,2025-01-01,nope\n")
     assert main(["enqueue", "--csv", str(tmp_path / "rows.csv")]) == 0
     assert main(["status", "--json"]) == 0
@@ -36,14 +56,16 @@ def test_migrate_enqueue_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert '"queue_unadmitted": 2' in out
 
 
-def test_invalid_config_names_the_key(monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_config_names_the_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DSAR_SUBMIT_BATCH_SIZE", "-1")
     assert main(["status"]) == 2
     assert "DSAR_SUBMIT_BATCH_SIZE" in capsys.readouterr().err
 
 
-def test_tick_without_credentials_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_tick_without_credentials_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["tick"]) == 2
     assert "AMPLITUDE_API_KEY" in capsys.readouterr().err

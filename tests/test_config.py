@@ -26,12 +26,17 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.budget_limit == 7200
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("DSAR_TICK_INTERVAL_SECONDS", "0"), ("DSAR_BUDGET_FRACTION", "1.5"),
-    ("DSAR_LOG_FORMAT", "xml"), ("DSAR_STORAGE_URL", "ftp://x"), ("DSAR_METRICS_PORT", "70000"),
-])
-def test_invalid_values_name_the_key(monkeypatch: pytest.MonkeyPatch, key: str, value: str
-                                     ) -> None:
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("DSAR_TICK_INTERVAL_SECONDS", "0"),
+        ("DSAR_BUDGET_FRACTION", "1.5"),
+        ("DSAR_LOG_FORMAT", "xml"),
+        ("DSAR_STORAGE_URL", "ftp://x"),
+        ("DSAR_METRICS_PORT", "70000"),
+    ],
+)
+def test_invalid_values_name_the_key(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
     monkeypatch.setenv(key, value)
     with pytest.raises(ConfigError, match=key):
         load_settings()
@@ -45,11 +50,13 @@ def test_plain_http_needs_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().allow_http
 
 
-def test_config_file_keys_and_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                             ) -> None:
+def test_config_file_keys_and_env_precedence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "dsar.toml").write_text(
-        'DSAR_SUBMIT_BATCH_SIZE = 7\ntick_interval_seconds = 60\n')
+        "DSAR_SUBMIT_BATCH_SIZE = 7\ntick_interval_seconds = 60\n"
+    )
     assert load_settings().submit_batch_size == 7
     monkeypatch.setenv("DSAR_SUBMIT_BATCH_SIZE", "9")
     s = load_settings()
@@ -62,7 +69,7 @@ def test_yaml_file_and_unknown_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DSAR_CONFIG_FILE", str(path))
     assert load_settings().metrics_port == 9999
     path.write_text("DSAR_TYPO: 1\n")
-    with pytest.raises(ConfigError, match="dsar_typo|typo"):
+    with pytest.raises(ConfigError, match=r"dsar_typo|typo"):
         load_settings()
     path.write_text("DSAR_METRICS_PORT: many\n")
     with pytest.raises(ConfigError, match="DSAR_METRICS_PORT"):

@@ -23,13 +23,15 @@ def ledger(database_url: str) -> Ledger:
 
 def insert_queue(ledger: Ledger, sql_values: str) -> None:
     with ledger.sessions() as session, session.begin():
-        session.execute(text(
-            "INSERT INTO dsar_queue (amplitude_id, start_date, end_date, external_ref) "
-            f"VALUES {sql_values}"))
+        session.execute(
+            text(
+                "INSERT INTO dsar_queue (amplitude_id, start_date, end_date, external_ref) "
+                f"VALUES {sql_values}"
+            )
+        )
 
 
-def test_reservations_never_exceed_the_limit_in_any_hour(ledger: Ledger, clock: FakeClock
-                                                         ) -> None:
+def test_reservations_never_exceed_the_limit_in_any_hour(ledger: Ledger, clock: FakeClock) -> None:
     granted = 0
     for _ in range(30):
         if ledger.reserve("submit", 8, clock.now()):
@@ -76,27 +78,33 @@ def test_lease_is_exclusive_until_it_expires(ledger: Ledger, clock: FakeClock) -
     assert ledger.acquire_lease("a", clock.now(), ttl)
 
 
-def test_admission_writes_a_ledger_row_and_event_per_queue_row(ledger: Ledger, clock: FakeClock
-                                                               ) -> None:
+def test_admission_writes_a_ledger_row_and_event_per_queue_row(
+    ledger: Ledger, clock: FakeClock
+) -> None:
     seen: list[Transition] = []
     ledger.on_transition = seen.append
-    insert_queue(ledger, "(1, '2025-01-01', '2025-02-01', 'T-1'), "
-                         "(2, '2025-01-01', '2025-02-01', 'T-1'), "
-                         "(NULL, '2025-01-01', '2025-02-01', 'T-2')")
+    insert_queue(
+        ledger,
+        "(1, '2025-01-01', '2025-02-01', 'T-1'), "
+        "(2, '2025-01-01', '2025-02-01', 'T-1'), "
+        "(NULL, '2025-01-01', '2025-02-01', 'T-2')",
+    )
     rows = ledger.pending_queue_rows(10)
     assert [r.amplitude_id for r in rows] == ["1", "2", None]
-    created = ledger.admit([(r, validate(r, clock.now().date(), 731)) for r in rows],
-                           clock.now())
+    created = ledger.admit([(r, validate(r, clock.now().date(), 731)) for r in rows], clock.now())
     assert [c.state for c in created] == [State.QUEUED, State.REJECTED, State.REJECTED]
     assert "duplicate external_ref" in (created[1].reason or "")
     assert created[2].reason == "amplitude_id is missing"
     assert ledger.pending_queue_rows(10) == []
     assert [t.to_state for t in seen] == ["queued", "rejected", "rejected"]
     # a later row with the ref of a rejected row is fine; with an admitted one it is not
-    insert_queue(ledger, "(3, '2025-01-01', '2025-02-01', 'T-2'), "
-                         "(4, '2025-01-01', '2025-02-01', 'T-1')")
-    later = ledger.admit([(r, validate(r, clock.now().date(), 731))
-                          for r in ledger.pending_queue_rows(10)], clock.now())
+    insert_queue(
+        ledger, "(3, '2025-01-01', '2025-02-01', 'T-2'), (4, '2025-01-01', '2025-02-01', 'T-1')"
+    )
+    later = ledger.admit(
+        [(r, validate(r, clock.now().date(), 731)) for r in ledger.pending_queue_rows(10)],
+        clock.now(),
+    )
     assert [c.state for c in later] == [State.QUEUED, State.REJECTED]
 
 
@@ -121,12 +129,15 @@ def test_rejected_verdicts_are_stored_without_subject(ledger: Ledger, clock: Fak
 
 
 def test_status_view_shows_pending_and_outcomes(ledger: Ledger, clock: FakeClock) -> None:
-    insert_queue(ledger, "(8, '2025-01-01', '2025-01-31', 'A'), (9, '2025-05-01', '2025-01-31', 'B')")
+    insert_queue(
+        ledger, "(8, '2025-01-01', '2025-01-31', 'A'), (9, '2025-05-01', '2025-01-31', 'B')"
+    )
     first = ledger.pending_queue_rows(1)
     ledger.admit([(first[0], validate(first[0], clock.now().date(), 731))], clock.now())
     with ledger.sessions() as session:
-        view = session.execute(text(
-            "SELECT external_ref, state, reason FROM dsar_queue_status ORDER BY queue_id")).all()
+        view = session.execute(
+            text("SELECT external_ref, state, reason FROM dsar_queue_status ORDER BY queue_id")
+        ).all()
     assert [tuple(v) for v in view] == [("A", "queued", None), ("B", "pending", None)]
 
 

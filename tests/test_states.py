@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from dsar_scheduler.states import FINAL, TRANSITIONS, IllegalTransition, State, check_transition
@@ -15,16 +17,28 @@ def test_final_states_only_leave_by_an_operator_retry() -> None:
 
 
 def test_the_happy_path_is_legal() -> None:
-    path = [State.QUEUED, State.SUBMITTING, State.SUBMITTED, State.DONE, State.FETCHING,
-            State.STORED]
-    for current, new in zip(path, path[1:], strict=False):
+    path = [
+        State.QUEUED,
+        State.SUBMITTING,
+        State.SUBMITTED,
+        State.DONE,
+        State.FETCHING,
+        State.STORED,
+    ]
+    for current, new in itertools.pairwise(path):
         check_transition(current, new)
 
 
-@pytest.mark.parametrize(("current", "new"), [
-    (State.QUEUED, State.STORED), (State.STORED, State.QUEUED), (State.REJECTED, State.QUEUED),
-    (State.SUBMITTED, State.SUBMITTING), (State.DONE, State.SUBMITTED),
-])
+@pytest.mark.parametrize(
+    ("current", "new"),
+    [
+        (State.QUEUED, State.STORED),
+        (State.STORED, State.QUEUED),
+        (State.REJECTED, State.QUEUED),
+        (State.SUBMITTED, State.SUBMITTING),
+        (State.DONE, State.SUBMITTED),
+    ],
+)
 def test_illegal_transitions_are_refused(current: State, new: State) -> None:
     with pytest.raises(IllegalTransition):
         check_transition(current, new)

@@ -10,7 +10,6 @@ import stat
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from dsar_scheduler.clock import FakeClock
@@ -39,12 +38,14 @@ def assert_stored_and_verified(h: Harness, request_id: int) -> dict[str, object]
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
         assert len(data) == entry["bytes"]
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [f["name"] for f in manifest["files"]] + ["manifest.json"])
+        [f["name"] for f in manifest["files"]] + ["manifest.json"]
+    )
     return manifest
 
 
-def test_happy_path_to_stored_and_verified_files(database_url: str, tmp_path: Path,
-                                                 clock: FakeClock) -> None:
+def test_happy_path_to_stored_and_verified_files(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(123456789, "2025-01-01", "2025-03-31", external_ref="T-1")
         h.enqueue(987654321, "2025-06-01", "2025-06-30", external_ref="T-2")
@@ -69,13 +70,15 @@ def test_happy_path_to_stored_and_verified_files(database_url: str, tmp_path: Pa
             ledger_cost = session.execute(text("SELECT SUM(cost) FROM dsar_api_calls")).scalar()
         assert ledger_cost == h.emulator.cost_spent_total()
         with h.app.sessions() as session:
-            view = session.execute(text(
-                "SELECT external_ref, state FROM dsar_queue_status ORDER BY queue_id")).all()
+            view = session.execute(
+                text("SELECT external_ref, state FROM dsar_queue_status ORDER BY queue_id")
+            ).all()
         assert [tuple(v) for v in view] == [("T-1", "stored"), ("T-2", "stored")]
 
 
-def test_bad_rows_are_rejected_and_the_rest_progress(database_url: str, tmp_path: Path,
-                                                     clock: FakeClock) -> None:
+def test_bad_rows_are_rejected_and_the_rest_progress(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(1001, external_ref="GOOD-1")
         h.enqueue(None, external_ref="NO-ID")
@@ -92,8 +95,15 @@ def test_bad_rows_are_rejected_and_the_rest_progress(database_url: str, tmp_path
         report = h.tick()
         assert report.outcome == "ok"
         with h.app.sessions() as session:
-            view = {r.external_ref: (r.state, r.reason) for r in session.execute(text(
-                "SELECT external_ref, state, reason FROM dsar_queue_status ORDER BY queue_id"))}
+            view = {
+                r.external_ref: (r.state, r.reason)
+                for r in session.execute(
+                    text(
+                        "SELECT external_ref, state, reason"
+                        " FROM dsar_queue_status ORDER BY queue_id"
+                    )
+                )
+            }
         reasons = {ref: reason for ref, (state, reason) in view.items() if state == "rejected"}
         assert "amplitude_id is missing" in reasons["NO-ID"]
         assert "must be positive" in reasons["NEGATIVE"]
@@ -105,9 +115,12 @@ def test_bad_rows_are_rejected_and_the_rest_progress(database_url: str, tmp_path
             assert "not a date" in reasons["NOT-DATE"]
             assert "not a valid calendar date" in reasons["BAD-DAY"]
         with h.app.sessions() as session:
-            dup = session.execute(text(
-                "SELECT state, reason FROM dsar_queue_status WHERE external_ref='GOOD-1' "
-                "ORDER BY queue_id")).all()
+            dup = session.execute(
+                text(
+                    "SELECT state, reason FROM dsar_queue_status WHERE external_ref='GOOD-1' "
+                    "ORDER BY queue_id"
+                )
+            ).all()
         assert [d.state for d in dup] == ["submitted", "rejected"]
         assert "duplicate external_ref" in dup[1].reason
         h.run_until(h.all_final)
@@ -116,17 +129,24 @@ def test_bad_rows_are_rejected_and_the_rest_progress(database_url: str, tmp_path
 
 
 def test_a_queue_far_larger_than_the_budget_never_draws_a_429(
-        database_url: str, tmp_path: Path, clock: FakeClock) -> None:
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
     # A small org budget so that 40 subjects are many hours of it.
-    with harness(database_url, tmp_path, clock, cost_budget_per_hour=300,
-                 emulator_options={**FAST, "budget_per_hour": 300}) as h:
+    with harness(
+        database_url,
+        tmp_path,
+        clock,
+        cost_budget_per_hour=300,
+        emulator_options={**FAST, "budget_per_hour": 300},
+    ) as h:
         for n in range(40):
             h.enqueue(5000 + n, "2025-01-01", "2025-02-28")
         reports = h.run_until(h.all_final, max_ticks=200)
         assert h.states() == {"stored": 40}
         assert h.emulator.rate_limited_count() == 0
         assert any(r.stopped_by == "budget window full" for r in reports) or any(
-            r.submitted < 20 for r in reports[:3])
+            r.submitted < 20 for r in reports[:3]
+        )
         # the budget really bound: no hour of the emulator's record exceeds 300 x 0.8
         calls = sorted(h.emulator.calls("api"), key=lambda c: c.at)
         for i, first in enumerate(calls):
@@ -134,8 +154,7 @@ def test_a_queue_far_larger_than_the_budget_never_draws_a_429(
             assert window <= 240
 
 
-def test_a_failed_job_is_resubmitted(database_url: str, tmp_path: Path, clock: FakeClock
-                                     ) -> None:
+def test_a_failed_job_is_resubmitted(database_url: str, tmp_path: Path, clock: FakeClock) -> None:
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(42)
         h.tick()
@@ -153,10 +172,16 @@ def test_a_failed_job_is_resubmitted(database_url: str, tmp_path: Path, clock: F
         assert len(h.emulator.posts()) == 2
 
 
-def test_a_job_that_keeps_failing_dies_with_its_reason(database_url: str, tmp_path: Path,
-                                                       clock: FakeClock) -> None:
-    with harness(database_url, tmp_path, clock, max_failed_resubmits=1,
-                 emulator_options={**FAST, "fail_rate": 1.0}) as h:
+def test_a_job_that_keeps_failing_dies_with_its_reason(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    with harness(
+        database_url,
+        tmp_path,
+        clock,
+        max_failed_resubmits=1,
+        emulator_options={**FAST, "fail_rate": 1.0},
+    ) as h:
         h.enqueue(42)
         h.run_until(h.all_final)
         request = h.app.ledger.get(1)
@@ -165,8 +190,9 @@ def test_a_job_that_keeps_failing_dies_with_its_reason(database_url: str, tmp_pa
         assert len(h.emulator.posts()) == 2
 
 
-def test_an_expired_result_is_resubmitted(database_url: str, tmp_path: Path, clock: FakeClock
-                                          ) -> None:
+def test_an_expired_result_is_resubmitted(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(77)
         h.tick()
@@ -191,7 +217,8 @@ def test_an_expired_result_is_resubmitted(database_url: str, tmp_path: Path, clo
 
 
 def test_a_torn_download_is_retried_and_never_left_under_its_final_name(
-        database_url: str, tmp_path: Path, clock: FakeClock) -> None:
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(88, "2025-01-01", "2025-01-31")
         h.tick()
@@ -206,17 +233,19 @@ def test_a_torn_download_is_retried_and_never_left_under_its_final_name(
         assert report.files_stored == 0  # both files of the month failed verification
         names = [p.name for p in stored_files(h)]
         assert names == []  # nothing under a final name, and no temporaries left
-        assert [p for p in h.files_root.rglob(".*")] == []
+        assert list(h.files_root.rglob(".*")) == []
         h.run_until(h.all_final)
         assert_stored_and_verified(h, 1)
         errors = [f.last_error for f in h.app.ledger.files_of(1, remote)]
         assert errors == [None, None]
 
 
-def test_credentials_never_reach_the_presigned_origin(database_url: str, tmp_path: Path,
-                                                      clock: FakeClock) -> None:
-    with harness(database_url, tmp_path, clock,
-                 emulator_options={**FAST, "s3_content_encoding_gzip": True}) as h:
+def test_credentials_never_reach_the_presigned_origin(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    with harness(
+        database_url, tmp_path, clock, emulator_options={**FAST, "s3_content_encoding_gzip": True}
+    ) as h:
         h.enqueue(99, "2025-01-01", "2025-02-28")
         h.run_until(h.all_final)
         assert_stored_and_verified(h, 1)  # raw gzip kept despite Content-Encoding: gzip
@@ -226,8 +255,9 @@ def test_credentials_never_reach_the_presigned_origin(database_url: str, tmp_pat
         assert all(c.authorization_present for c in h.emulator.calls("api"))
 
 
-def test_429_from_another_client_backs_off_across_ticks(database_url: str, tmp_path: Path,
-                                                        clock: FakeClock) -> None:
+def test_429_from_another_client_backs_off_across_ticks(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(5)
         h.emulator.spend_external(14400)  # the rest of the org spent the whole budget
@@ -244,10 +274,12 @@ def test_429_from_another_client_backs_off_across_ticks(database_url: str, tmp_p
         assert h.emulator.rate_limited_count() == 1
 
 
-def test_429_without_retry_after_backs_off_exponentially(database_url: str, tmp_path: Path,
-                                                         clock: FakeClock) -> None:
-    with harness(database_url, tmp_path, clock,
-                 emulator_options={**FAST, "send_retry_after": False}) as h:
+def test_429_without_retry_after_backs_off_exponentially(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    with harness(
+        database_url, tmp_path, clock, emulator_options={**FAST, "send_retry_after": False}
+    ) as h:
         h.enqueue(5)
         h.emulator.faults.script("api", "429", count=3)
         waits = []
@@ -261,8 +293,9 @@ def test_429_without_retry_after_backs_off_exponentially(database_url: str, tmp_
         h.run_until(h.all_final)
 
 
-def test_a_crash_mid_submit_is_recovered(database_url: str, tmp_path: Path, clock: FakeClock
-                                         ) -> None:
+def test_a_crash_mid_submit_is_recovered(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(5)
         h.tick()  # admitted and submitted
@@ -276,13 +309,16 @@ def test_a_crash_mid_submit_is_recovered(database_url: str, tmp_path: Path, cloc
         assert_stored_and_verified(h, 1)
 
 
-def test_flaky_api_still_gets_everything(database_url: str, tmp_path: Path, clock: FakeClock
-                                         ) -> None:
+def test_flaky_api_still_gets_everything(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
-        h.emulator.faults.set("api", http_5xx_rate=0.2, malformed_json_rate=0.1,
-                              drop_connection_rate=0.05)
-        h.emulator.faults.set("s3", torn_download_rate=0.1, truncated_gzip_rate=0.1,
-                              http_5xx_rate=0.1)
+        h.emulator.faults.set(
+            "api", http_5xx_rate=0.2, malformed_json_rate=0.1, drop_connection_rate=0.05
+        )
+        h.emulator.faults.set(
+            "s3", torn_download_rate=0.1, truncated_gzip_rate=0.1, http_5xx_rate=0.1
+        )
         for n in range(5):
             h.enqueue(7000 + n, "2025-01-01", "2025-02-28")
         h.run_until(h.all_final)
@@ -292,8 +328,9 @@ def test_flaky_api_still_gets_everything(database_url: str, tmp_path: Path, cloc
         assert h.emulator.internal_errors == []
 
 
-def test_metrics_come_from_the_ledger_and_carry_no_subject(database_url: str, tmp_path: Path,
-                                                           clock: FakeClock) -> None:
+def test_metrics_come_from_the_ledger_and_carry_no_subject(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
     from prometheus_client import generate_latest
 
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:

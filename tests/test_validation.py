@@ -9,8 +9,11 @@ from dsar_scheduler.validation import Accepted, RawQueueRow, Rejected, validate
 TODAY = date(2026, 1, 5)
 
 
-def row(amplitude_id: str | None = "123", start: str | None = "2025-01-01",
-        end: str | None = "2025-12-31") -> RawQueueRow:
+def row(
+    amplitude_id: str | None = "123",
+    start: str | None = "2025-01-01",
+    end: str | None = "2025-12-31",
+) -> RawQueueRow:
     return RawQueueRow(1, amplitude_id, start, end, None, None)
 
 

@@ -171,14 +171,21 @@ class AmplitudeClient:
     # -- calls ---------------------------------------------------------------------------
 
     def submit(self, amplitude_id: int, start: date, end: date) -> int:
-        body = {"amplitudeId": amplitude_id, "startDate": start.isoformat(),
-                "endDate": end.isoformat()}
+        body = {
+            "amplitudeId": amplitude_id,
+            "startDate": start.isoformat(),
+            "endDate": end.isoformat(),
+        }
         response = self._send("POST", self.base_url, json=body)
         payload = self._json(response)
         request_id = payload.get("requestId") if isinstance(payload, dict) else None
         if isinstance(request_id, bool) or not isinstance(request_id, int) or request_id <= 0:
-            raise ApiError(ErrorKind.TRANSIENT, "submit response has no requestId",
-                           status_code=response.status_code, body=response.text)
+            raise ApiError(
+                ErrorKind.TRANSIENT,
+                "submit response has no requestId",
+                status_code=response.status_code,
+                body=response.text,
+            )
         return request_id
 
     def status(self, request_id: int) -> RemoteStatus:
@@ -187,20 +194,30 @@ class AmplitudeClient:
         try:
             return parse_status(payload, request_id)
         except ValueError as exc:
-            raise ApiError(ErrorKind.TRANSIENT, f"malformed status body: {exc}",
-                           status_code=response.status_code, body=response.text) from None
+            raise ApiError(
+                ErrorKind.TRANSIENT,
+                f"malformed status body: {exc}",
+                status_code=response.status_code,
+                body=response.text,
+            ) from None
 
     def resolve_output(self, url: str) -> str:
         """GET an output URL with credentials; return the pre-signed URL it redirects to."""
         self._check_scheme(url)
         if not self.trusts(url):
-            raise ApiError(ErrorKind.UNTRUSTED_URL,
-                           f"output URL host {urlsplit(url).hostname!r} is not an Amplitude host")
+            raise ApiError(
+                ErrorKind.UNTRUSTED_URL,
+                f"output URL host {urlsplit(url).hostname!r} is not an Amplitude host",
+            )
         response = self._send("GET", url)
         location = response.headers.get("location")
         if response.status_code not in (301, 302, 303, 307, 308) or not location:
-            raise ApiError(ErrorKind.TRANSIENT, "output URL did not redirect",
-                           status_code=response.status_code, body=response.text)
+            raise ApiError(
+                ErrorKind.TRANSIENT,
+                "output URL did not redirect",
+                status_code=response.status_code,
+                body=response.text,
+            )
         location = str(response.url.join(location))
         self._check_scheme(location)
         return location
@@ -218,13 +235,18 @@ class AmplitudeClient:
         try:
             if response.status_code == 403:
                 response.read()
-                raise ApiError(ErrorKind.LINK_EXPIRED, "pre-signed URL refused",
-                               status_code=403, body=response.text)
+                raise ApiError(
+                    ErrorKind.LINK_EXPIRED,
+                    "pre-signed URL refused",
+                    status_code=403,
+                    body=response.text,
+                )
             if response.status_code != 200:
                 response.read()
                 kind = ErrorKind.TRANSIENT if response.status_code >= 500 else ErrorKind.REJECTED
-                raise ApiError(kind, "download refused", status_code=response.status_code,
-                               body=response.text)
+                raise ApiError(
+                    kind, "download refused", status_code=response.status_code, body=response.text
+                )
             yield Download(response)
         finally:
             response.close()
@@ -237,16 +259,21 @@ class AmplitudeClient:
         origin = (parts.scheme, (parts.hostname or "").lower(), parts.port)
         if origin in self._credential_origins:
             return True
-        return parts.scheme == "https" and parts.port in (None, 443) and (
-            ("https", origin[1], None) in self._credential_origins
+        return (
+            parts.scheme == "https"
+            and parts.port in (None, 443)
+            and (("https", origin[1], None) in self._credential_origins)
         )
 
     def _check_scheme(self, url: str) -> None:
         scheme = urlsplit(url).scheme
         if scheme == "https" or (scheme == "http" and self.allow_http):
             return
-        raise ApiError(ErrorKind.UNTRUSTED_URL, f"refusing a {scheme or 'scheme-less'} URL; "
-                       "only https is allowed (DSAR_ALLOW_HTTP=true for loopback emulators)")
+        raise ApiError(
+            ErrorKind.UNTRUSTED_URL,
+            f"refusing a {scheme or 'scheme-less'} URL; "
+            "only https is allowed (DSAR_ALLOW_HTTP=true for loopback emulators)",
+        )
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -259,28 +286,37 @@ class AmplitudeClient:
         if code < 400:
             return response
         if code == 429:
-            retry_after = parse_retry_after(response.headers.get("retry-after"),
-                                            datetime.now(UTC))
-            raise ApiError(ErrorKind.RATE_LIMITED, "rate limited", status_code=code,
-                           retry_after=retry_after, body=response.text)
+            retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+            raise ApiError(
+                ErrorKind.RATE_LIMITED,
+                "rate limited",
+                status_code=code,
+                retry_after=retry_after,
+                body=response.text,
+            )
         if code >= 500 or code == 408:
-            raise ApiError(ErrorKind.TRANSIENT, "server error", status_code=code,
-                           body=response.text)
+            raise ApiError(
+                ErrorKind.TRANSIENT, "server error", status_code=code, body=response.text
+            )
         if code in (401, 403):
-            raise ApiError(ErrorKind.AUTH, "credentials refused", status_code=code,
-                           body=response.text)
+            raise ApiError(
+                ErrorKind.AUTH, "credentials refused", status_code=code, body=response.text
+            )
         if code == 404:
             raise ApiError(ErrorKind.NOT_FOUND, "not found", status_code=code, body=response.text)
-        raise ApiError(ErrorKind.REJECTED, "request refused", status_code=code,
-                       body=response.text)
+        raise ApiError(ErrorKind.REJECTED, "request refused", status_code=code, body=response.text)
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
         try:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(ErrorKind.TRANSIENT, "malformed JSON body",
-                           status_code=response.status_code, body=response.text) from None
+            raise ApiError(
+                ErrorKind.TRANSIENT,
+                "malformed JSON body",
+                status_code=response.status_code,
+                body=response.text,
+            ) from None
 
 
 class Download:
@@ -295,5 +331,6 @@ class Download:
         try:
             yield from self._response.iter_raw(size)
         except httpx.HTTPError as exc:
-            raise ApiError(ErrorKind.TRANSIENT,
-                           f"download interrupted: {type(exc).__name__}") from None
+            raise ApiError(
+                ErrorKind.TRANSIENT, f"download interrupted: {type(exc).__name__}"
+            ) from None

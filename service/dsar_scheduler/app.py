@@ -39,8 +39,17 @@ class App:
     def tick(self, stop: threading.Event | None = None) -> TickReport:
         """Run one tick (one at a time in this process; the lease covers other processes)."""
         with self.tick_lock:
-            return Tick(self.settings, self.ledger, self.client, self.storage, self.clock,
-                        self.metrics, self.owner, stop=stop, rng=self.rng).run()
+            return Tick(
+                self.settings,
+                self.ledger,
+                self.client,
+                self.storage,
+                self.clock,
+                self.metrics,
+                self.owner,
+                stop=stop,
+                rng=self.rng,
+            ).run()
 
     def database_ok(self) -> bool:
         try:
@@ -70,17 +79,34 @@ def build_app(
     sessions = sessionmaker(engine, expire_on_commit=False)
     ledger = Ledger(sessions, settings.budget_limit, on_transition=transition_listener(metrics))
     client = AmplitudeClient(
-        settings.api_base_url, api_key, secret_key,
+        settings.api_base_url,
+        api_key,
+        secret_key,
         allow_http=settings.allow_http,
         timeout=settings.http_timeout_seconds,
         download_timeout=settings.download_timeout_seconds,
-        transport=transport, download_transport=download_transport,
+        transport=transport,
+        download_transport=download_transport,
     )
     storage = open_storage(settings.storage_url)
     from datetime import timedelta
 
-    metrics.watch_ledger(ledger, clock.now, timedelta(seconds=settings.completion_sla_seconds),
-                         settings.cost_budget_per_hour)
+    metrics.watch_ledger(
+        ledger,
+        clock.now,
+        timedelta(seconds=settings.completion_sla_seconds),
+        settings.cost_budget_per_hour,
+    )
     owner = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
-    return App(settings, clock, engine, sessions, ledger, client, storage, metrics, owner,
-               rng=rng or random.Random())
+    return App(
+        settings,
+        clock,
+        engine,
+        sessions,
+        ledger,
+        client,
+        storage,
+        metrics,
+        owner,
+        rng=rng or random.Random(),
+    )

@@ -70,8 +70,15 @@ def _rows_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
             return [dict(row) for row in csv.DictReader(handle)]
     if args.amplitude_id is None or args.start is None or args.end is None:
         raise ConfigError("enqueue needs --amplitude-id, --start and --end, or --csv FILE")
-    return [{"amplitude_id": args.amplitude_id, "start_date": args.start, "end_date": args.end,
-             "external_ref": args.external_ref, "requested_by": args.requested_by}]
+    return [
+        {
+            "amplitude_id": args.amplitude_id,
+            "start_date": args.start,
+            "end_date": args.end,
+            "external_ref": args.external_ref,
+            "requested_by": args.requested_by,
+        }
+    ]
 
 
 def cmd_enqueue(settings: Settings, args: argparse.Namespace) -> int:
@@ -84,8 +91,10 @@ def cmd_enqueue(settings: Settings, args: argparse.Namespace) -> int:
     from .db import make_engine
 
     columns = ("amplitude_id", "start_date", "end_date", "external_ref", "requested_by")
-    insert = text(f"INSERT INTO dsar_queue ({', '.join(columns)}) "
-                  f"VALUES ({', '.join(':' + c for c in columns)}) RETURNING id")
+    insert = text(
+        f"INSERT INTO dsar_queue ({', '.join(columns)}) "
+        f"VALUES ({', '.join(':' + c for c in columns)}) RETURNING id"
+    )
     engine = make_engine(settings.database_url)
     refused = 0
     try:
@@ -105,14 +114,16 @@ def cmd_enqueue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from .status import describe_request, summary
-
     from .db import make_engine
+    from .status import describe_request, summary
 
     engine = make_engine(settings.database_url)
     try:
-        text = (describe_request(engine, args.request_id, args.json) if args.request_id
-                else summary(engine, settings, args.json))
+        text = (
+            describe_request(engine, args.request_id, args.json)
+            if args.request_id
+            else summary(engine, settings, args.json)
+        )
     finally:
         engine.dispose()
     if text is None:
@@ -125,8 +136,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(_settings: Settings | None, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(subjects=args.subjects, data_dir=Path(args.data_dir),
-                    timeout=args.timeout, metrics_port=args.metrics_port)
+    return run_demo(
+        subjects=args.subjects,
+        data_dir=Path(args.data_dir),
+        timeout=args.timeout,
+        metrics_port=args.metrics_port,
+    )
 
 
 def cmd_healthcheck(settings: Settings, args: argparse.Namespace) -> int:
@@ -141,51 +156,85 @@ def cmd_healthcheck(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dsar", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dsar", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"dsar-scheduler {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("migrate", help="create or upgrade the database schema (Alembic head); "
-                   "safe to run before every deploy").set_defaults(func=cmd_migrate)
-    sub.add_parser("run", help="the daemon: a tick every DSAR_TICK_INTERVAL_SECONDS, plus "
-                   "/metrics, /healthz and /readyz on DSAR_METRICS_PORT"
-                   ).set_defaults(func=cmd_run)
-    sub.add_parser("tick", help="one pass (admit, fetch, poll, submit), then exit; for cron "
-                   "deployments. Exit 1 if the tick failed").set_defaults(func=cmd_tick)
+    sub.add_parser(
+        "migrate",
+        help="create or upgrade the database schema (Alembic head); "
+        "safe to run before every deploy",
+    ).set_defaults(func=cmd_migrate)
+    sub.add_parser(
+        "run",
+        help="the daemon: a tick every DSAR_TICK_INTERVAL_SECONDS, plus "
+        "/metrics, /healthz and /readyz on DSAR_METRICS_PORT",
+    ).set_defaults(func=cmd_run)
+    sub.add_parser(
+        "tick",
+        help="one pass (admit, fetch, poll, submit), then exit; for cron "
+        "deployments. Exit 1 if the tick failed",
+    ).set_defaults(func=cmd_tick)
 
-    enqueue = sub.add_parser("enqueue", help="insert queue rows, as an upstream system would",
-                             description="Insert rows into dsar_queue. They are validated when "
-                             "the next tick admits them; a bad row is rejected with a reason "
-                             "that `dsar status` and the dsar_queue_status view show.")
+    enqueue = sub.add_parser(
+        "enqueue",
+        help="insert queue rows, as an upstream system would",
+        description="Insert rows into dsar_queue. They are validated when "
+        "the next tick admits them; a bad row is rejected with a reason "
+        "that `dsar status` and the dsar_queue_status view show.",
+    )
     enqueue.add_argument("--amplitude-id", help="the subject's Amplitude ID")
     enqueue.add_argument("--start", help="first day of data, YYYY-MM-DD")
     enqueue.add_argument("--end", help="last day of data, YYYY-MM-DD")
     enqueue.add_argument("--external-ref", help="upstream ticket id (a repeat is rejected)")
     enqueue.add_argument("--requested-by", help="who asked, for the audit trail")
-    enqueue.add_argument("--csv", help="a CSV file with columns amplitude_id, start_date, "
-                         "end_date[, external_ref, requested_by]")
+    enqueue.add_argument(
+        "--csv",
+        help="a CSV file with columns amplitude_id, start_date, "
+        "end_date[, external_ref, requested_by]",
+    )
     enqueue.set_defaults(func=cmd_enqueue)
 
-    status = sub.add_parser("status", help="what is queued, outstanding, stored, failed; or one "
-                            "request's history from the audit trail")
+    status = sub.add_parser(
+        "status",
+        help="what is queued, outstanding, stored, failed; or one "
+        "request's history from the audit trail",
+    )
     status.add_argument("request_id", nargs="?", type=int, help="a request id (dsar_requests.id)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
-    demo = sub.add_parser("demo", help="the main job on the embedded default: SQLite, local "
-                          "disk and the built-in Amplitude emulator, a few subjects, fast ticks")
+    demo = sub.add_parser(
+        "demo",
+        help="the main job on the embedded default: SQLite, local "
+        "disk and the built-in Amplitude emulator, a few subjects, fast ticks",
+    )
     demo.add_argument("--subjects", type=int, default=5, help="subjects to enqueue (default 5)")
-    demo.add_argument("--data-dir", default="data/demo", help="where the demo's database and "
-                      "files go (default ./data/demo; wiped at start)")
-    demo.add_argument("--timeout", type=float, default=180, help="give up after this many "
-                      "real seconds (default 180)")
-    demo.add_argument("--metrics-port", type=int, default=None,
-                      help="port for /metrics (default DSAR_METRICS_PORT, or a free one)")
+    demo.add_argument(
+        "--data-dir",
+        default="data/demo",
+        help="where the demo's database and files go (default ./data/demo; wiped at start)",
+    )
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=180,
+        help="give up after this many real seconds (default 180)",
+    )
+    demo.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="port for /metrics (default DSAR_METRICS_PORT, or a free one)",
+    )
     demo.set_defaults(func=cmd_demo, needs_settings=False)
 
-    health = sub.add_parser("healthcheck", help="exit 0 if the local daemon's /healthz is OK "
-                            "(for container HEALTHCHECK)")
+    health = sub.add_parser(
+        "healthcheck",
+        help="exit 0 if the local daemon's /healthz is OK (for container HEALTHCHECK)",
+    )
     health.add_argument("--port", type=int, help="default DSAR_METRICS_PORT")
     health.set_defaults(func=cmd_healthcheck)
     return parser

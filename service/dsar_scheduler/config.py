@@ -19,7 +19,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 DEFAULT_CONFIG_FILES = ("config/dsar.toml", "config/dsar.yaml", "config/dsar.yml")
 US_API = "https://amplitude.com/api/2/dsar/requests"
 EU_API = "https://analytics.eu.amplitude.com/api/2/dsar/requests"
-_SECRET_ENV = {"amplitude_api_key": "AMPLITUDE_API_KEY", "amplitude_secret_key": "AMPLITUDE_SECRET_KEY"}
+_SECRET_ENV = {
+    "amplitude_api_key": "AMPLITUDE_API_KEY",
+    "amplitude_secret_key": "AMPLITUDE_SECRET_KEY",
+}
 
 
 class ConfigError(Exception):
@@ -82,7 +85,10 @@ class _FileSource(PydanticBaseSettingsSource):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="DSAR_", extra="ignore", validate_default=True, frozen=True,
+        env_prefix="DSAR_",
+        extra="ignore",
+        validate_default=True,
+        frozen=True,
         populate_by_name=True,
     )
 
@@ -126,7 +132,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _SecretFileSource(settings_cls), _FileSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            _SecretFileSource(settings_cls),
+            _FileSource(settings_cls),
+        )
 
     @field_validator("api_base_url")
     @classmethod
@@ -162,7 +173,10 @@ class Settings(BaseSettings):
                 "AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY (or AMPLITUDE_API_KEY_FILE and "
                 "AMPLITUDE_SECRET_KEY_FILE) must be set"
             )
-        return self.amplitude_api_key.get_secret_value(), self.amplitude_secret_key.get_secret_value()
+        return (
+            self.amplitude_api_key.get_secret_value(),
+            self.amplitude_secret_key.get_secret_value(),
+        )
 
 
 class _SecretFileSource(PydanticBaseSettingsSource):

@@ -18,8 +18,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .app import App
-from .ops_http import OpsServer
 from .logs import get_logger
+from .ops_http import OpsServer
 
 log = get_logger("dsar.daemon")
 
@@ -41,8 +41,10 @@ class Daemon:
         running = bool(self.scheduler.running) and not self.stop_event.is_set()
         stuck_for = 0.0 if self.ticking_since is None else time.monotonic() - self.ticking_since
         stuck = stuck_for > max(3 * self.interval, 3600)
-        return running and not stuck, {"scheduler_running": running,
-                                       "tick_running_seconds": round(stuck_for, 1)}
+        return running and not stuck, {
+            "scheduler_running": running,
+            "tick_running_seconds": round(stuck_for, 1),
+        }
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         db = self.app.database_ok()
@@ -71,10 +73,16 @@ class Daemon:
             log.info("storage.partials_removed", count=removed)
         if serve_metrics:
             settings = self.app.settings
-            self.ops = OpsServer(settings.metrics_host, settings.metrics_port,
-                                 self.app.metrics.registry, self.live, self.ready).start()
-            log.info("ops.listening", url=self.ops.url, endpoints=["/metrics", "/healthz",
-                                                                   "/readyz"])
+            self.ops = OpsServer(
+                settings.metrics_host,
+                settings.metrics_port,
+                self.app.metrics.registry,
+                self.live,
+                self.ready,
+            ).start()
+            log.info(
+                "ops.listening", url=self.ops.url, endpoints=["/metrics", "/healthz", "/readyz"]
+            )
         self.scheduler.add_job(
             self._tick,
             IntervalTrigger(seconds=self.interval, timezone=UTC),

@@ -53,8 +53,9 @@ def _free_port(preferred: int) -> int:
 def _prepare(data_dir: Path) -> None:
     if data_dir.exists():
         if not (data_dir / MARKER).exists():
-            raise SystemExit(f"dsar demo: {data_dir} exists and is not a demo folder; "
-                             "pass --data-dir")
+            raise SystemExit(
+                f"dsar demo: {data_dir} exists and is not a demo folder; pass --data-dir"
+            )
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, mode=0o700)
     (data_dir / MARKER).write_text("made by `dsar demo`; deleted and remade on each run\n")
@@ -65,19 +66,30 @@ def run_demo(subjects: int, data_dir: Path, timeout: float, metrics_port: int | 
     _prepare(data_dir)
     clock = ScaledClock(SPEED)
     secret = secrets.token_urlsafe(16)
-    config = EmulatorConfig(api_key="demo-org-key", secret_key=secret, seed=2026,
-                            completion_min_s=3600, completion_max_s=5 * 3600, fail_rate=0.15)
+    config = EmulatorConfig(
+        api_key="demo-org-key",
+        secret_key=secret,
+        seed=2026,
+        completion_min_s=3600,
+        completion_max_s=5 * 3600,
+        fail_rate=0.15,
+    )
     with Emulator(config, clock) as emulator:
         emulator.faults.set("api", http_5xx_rate=0.03)
         emulator.faults.script("s3", "torn", count=1)
         settings = load_settings(
             database_url=f"sqlite:///{data_dir}/dsar.db",
             storage_url=f"file://{data_dir}/files",
-            api_base_url=emulator.api_base_url, allow_http=True,
-            AMPLITUDE_API_KEY="demo-org-key", AMPLITUDE_SECRET_KEY=secret,
-            tick_interval_seconds=1.0, poll_interval_seconds=1800,
-            metrics_port=_free_port(metrics_port or 9471), metrics_host="127.0.0.1",
-            log_format="console", log_level="warning",
+            api_base_url=emulator.api_base_url,
+            allow_http=True,
+            AMPLITUDE_API_KEY="demo-org-key",
+            AMPLITUDE_SECRET_KEY=secret,
+            tick_interval_seconds=1.0,
+            poll_interval_seconds=1800,
+            metrics_port=_free_port(metrics_port or 9471),
+            metrics_host="127.0.0.1",
+            log_format="console",
+            log_level="warning",
         )
         configure(settings.log_format, settings.log_level)
         _say(f"dsar demo: SQLite {data_dir / 'dsar.db'}, files under {data_dir / 'files'}")
@@ -98,29 +110,48 @@ def run_demo(subjects: int, data_dir: Path, timeout: float, metrics_port: int | 
         ok = _report(app, finished)
         _say(f"\n/metrics was served at {daemon.ops.url}/metrics; a few of its lines:")
         for line in metrics_text.splitlines():
-            if line.startswith(("dsar_requests{", "dsar_files_stored_total", "dsar_api_calls_total",
-                                "dsar_budget_cost_in_window", "dsar_rate_limited_total")):
+            if line.startswith(
+                (
+                    "dsar_requests{",
+                    "dsar_files_stored_total",
+                    "dsar_api_calls_total",
+                    "dsar_budget_cost_in_window",
+                    "dsar_rate_limited_total",
+                )
+            ):
                 _say(f"  {line}")
         _say(f"/healthz said {health}")
-        _say(f"emulator: {emulator.cost_spent_total()} cost spent, "
-             f"{emulator.rate_limited_count()} x 429, "
-             f"{len(emulator.s3_calls_with_authorization())} credentialed calls to the S3 host")
+        _say(
+            f"emulator: {emulator.cost_spent_total()} cost spent, "
+            f"{emulator.rate_limited_count()} x 429, "
+            f"{len(emulator.s3_calls_with_authorization())} credentialed calls to the S3 host"
+        )
         app.close()
-    _say("\nDEMO OK: every subject's files are stored and verified" if ok
-         else "\nDEMO FAILED: see above")
+    _say(
+        "\nDEMO OK: every subject's files are stored and verified"
+        if ok
+        else "\nDEMO FAILED: see above"
+    )
     return 0 if ok else 1
 
 
 def _enqueue(app: App, subjects: int) -> None:
     today = app.clock.now().date()
     start = date(today.year - 1, today.month, 1)
-    rows = [{"a": 100_000_001 + n, "s": start, "e": today, "r": f"DEMO-{n + 1}"}
-            for n in range(subjects)]
+    rows = [
+        {"a": 100_000_001 + n, "s": start, "e": today, "r": f"DEMO-{n + 1}"}
+        for n in range(subjects)
+    ]
     rows.append({"a": 424242, "s": today, "e": start, "r": "DEMO-BAD"})  # end before start
     with app.sessions() as session, session.begin():
         for row in rows:
-            session.execute(text("INSERT INTO dsar_queue (amplitude_id, start_date, end_date, "
-                                 "external_ref) VALUES (:a, :s, :e, :r)"), row)
+            session.execute(
+                text(
+                    "INSERT INTO dsar_queue (amplitude_id, start_date, end_date, "
+                    "external_ref) VALUES (:a, :s, :e, :r)"
+                ),
+                row,
+            )
     _say(f"enqueued {subjects} subjects ({start} .. {today}) and 1 bad row (end before start)")
 
 
@@ -135,8 +166,11 @@ def _watch(app: App, clock: ScaledClock, timeout: float) -> bool:
             hours = (clock.now() - emulated0).total_seconds() / 3600
             _say(f"[+{hours:5.1f} emulated h] {line}")
             last = line
-        if snap.by_state and snap.queue_pending == 0 and set(snap.by_state) <= {
-                State.STORED, State.REJECTED, State.DEAD}:
+        if (
+            snap.by_state
+            and snap.queue_pending == 0
+            and set(snap.by_state) <= {State.STORED, State.REJECTED, State.DEAD}
+        ):
             return True
         time.sleep(0.25)
     return False
@@ -154,12 +188,16 @@ def _report(app: App, finished: bool) -> bool:
         manifest = json.loads(app.storage.read_bytes(f"{prefix}/{MANIFEST_NAME}"))
         verified = all(
             hashlib.sha256(app.storage.read_bytes(f"{prefix}/{f['name']}")).hexdigest()
-            == f["sha256"] for f in manifest["files"])
+            == f["sha256"]
+            for f in manifest["files"]
+        )
         all_ok &= verified
-        _say(f"  {request.external_ref}: {app.storage.description}/{prefix}/ "
-             f"{len(manifest['files'])} files, {manifest['total_events']} events, "
-             f"{manifest['total_bytes']} bytes, sha256 {'OK' if verified else 'MISMATCH'}; "
-             f"{request.submissions} submission(s)")
+        _say(
+            f"  {request.external_ref}: {app.storage.description}/{prefix}/ "
+            f"{len(manifest['files'])} files, {manifest['total_events']} events, "
+            f"{manifest['total_bytes']} bytes, sha256 {'OK' if verified else 'MISMATCH'}; "
+            f"{request.submissions} submission(s)"
+        )
     for request in others:
         _say(f"  {request.external_ref}: {request.state}: {request.reason}")
         all_ok &= request.state == State.REJECTED

@@ -126,8 +126,9 @@ class Ledger:
                 return None
             if self._spent(session, now) + cost > self.budget_limit:
                 return None
-            call = ApiCall(kind=kind, cost=cost, reserved_at=now, request_id=request_id,
-                           outcome="reserved")
+            call = ApiCall(
+                kind=kind, cost=cost, reserved_at=now, request_id=request_id, outcome="reserved"
+            )
             session.add(call)
             session.flush()
             return CallTicket(id=call.id, kind=kind, cost=cost)
@@ -147,17 +148,22 @@ class Ledger:
         with write_transaction(self.sessions, lock=BUDGET_LOCK) as session:
             row = session.get(ServiceState, BACKOFF_KEY)
             if row is None:
-                session.add(ServiceState(key=BACKOFF_KEY, value=reason, until=until,
-                                         updated_at=now))
+                session.add(
+                    ServiceState(key=BACKOFF_KEY, value=reason, until=until, updated_at=now)
+                )
             elif row.until is None or row.until < until:
                 row.until, row.value, row.updated_at = until, reason, now
 
     def count_calls(self, outcome: str, since: datetime) -> int:
         with self.sessions() as session:
-            return int(session.scalar(
-                select(func.count()).select_from(ApiCall)
-                .where(ApiCall.outcome == outcome, ApiCall.reserved_at > since)
-            ) or 0)
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(ApiCall)
+                    .where(ApiCall.outcome == outcome, ApiCall.reserved_at > since)
+                )
+                or 0
+            )
 
     def prune_calls(self, before: datetime) -> int:
         """Drop call rows older than ``before`` (they no longer count towards any window)."""
@@ -172,8 +178,9 @@ class Ledger:
         with write_transaction(self.sessions, lock=TICK_LEASE) as session:
             row = session.get(ServiceState, TICK_LEASE)
             if row is None:
-                session.add(ServiceState(key=TICK_LEASE, value=owner, until=now + ttl,
-                                         updated_at=now))
+                session.add(
+                    ServiceState(key=TICK_LEASE, value=owner, until=now + ttl, updated_at=now)
+                )
                 return True
             if row.value == owner or row.until is None or row.until <= now:
                 row.value, row.until, row.updated_at = owner, now + ttl, now
@@ -198,7 +205,8 @@ class Ledger:
     def finish_tick(self, tick_id: int, outcome: str, summary: str, now: datetime) -> None:
         with write_transaction(self.sessions) as session:
             session.execute(
-                update(Tick).where(Tick.id == tick_id)
+                update(Tick)
+                .where(Tick.id == tick_id)
                 .values(outcome=outcome, summary=summary, finished_at=now)
             )
 
@@ -232,13 +240,17 @@ class Ledger:
         notes: list[Transition] = []
         with write_transaction(self.sessions, lock="dsar-admit") as session:
             refs = {row.external_ref for row, _ in verdicts if row.external_ref}
-            taken = dict(
-                session.execute(
-                    select(Request.external_ref, Request.queue_id).where(
-                        Request.external_ref.in_(refs), Request.state != State.REJECTED
-                    )
-                ).all()
-            ) if refs else {}
+            taken = (
+                dict(
+                    session.execute(
+                        select(Request.external_ref, Request.queue_id).where(
+                            Request.external_ref.in_(refs), Request.state != State.REJECTED
+                        )
+                    ).all()
+                )
+                if refs
+                else {}
+            )
             for row, verdict in verdicts:
                 if isinstance(verdict, Accepted) and row.external_ref in taken:
                     verdict = Rejected(
@@ -250,7 +262,11 @@ class Ledger:
                     external_ref=row.external_ref,
                     queued_at=now,
                     updated_at=now,
-                    submissions=0, failures=0, expiries=0, errors=0, polls=0,
+                    submissions=0,
+                    failures=0,
+                    expiries=0,
+                    errors=0,
+                    polls=0,
                 )
                 if isinstance(verdict, Accepted):
                     request.amplitude_id = verdict.amplitude_id
@@ -264,8 +280,15 @@ class Ledger:
                     reason = verdict.reason
                 session.add(request)
                 session.flush()
-                session.add(Event(request_id=request.id, at=now, from_state=None,
-                                  to_state=request.state, reason=reason))
+                session.add(
+                    Event(
+                        request_id=request.id,
+                        at=now,
+                        from_state=None,
+                        to_state=request.state,
+                        reason=reason,
+                    )
+                )
                 created.append(request)
                 notes.append(Transition(request.id, None, request.state, reason, None, now))
         self._notify(notes)
@@ -299,10 +322,19 @@ class Ledger:
             request.reason = changes.pop("request_reason", reason)
             for key, value in changes.items():
                 setattr(request, key, value)
-            session.add(Event(request_id=request_id, at=now, from_state=previous, to_state=new,
-                              reason=reason, remote_request_id=request.remote_request_id))
-        self._notify([Transition(request_id, previous, new, reason, request.remote_request_id,
-                                 now)])
+            session.add(
+                Event(
+                    request_id=request_id,
+                    at=now,
+                    from_state=previous,
+                    to_state=new,
+                    reason=reason,
+                    remote_request_id=request.remote_request_id,
+                )
+            )
+        self._notify(
+            [Transition(request_id, previous, new, reason, request.remote_request_id, now)]
+        )
         return request
 
     def update(self, request_id: int, now: datetime, **changes: Any) -> None:
@@ -318,50 +350,72 @@ class Ledger:
 
     def events(self, request_id: int) -> list[Event]:
         with self.sessions() as session:
-            return list(session.scalars(
-                select(Event).where(Event.request_id == request_id).order_by(Event.id)
-            ))
+            return list(
+                session.scalars(
+                    select(Event).where(Event.request_id == request_id).order_by(Event.id)
+                )
+            )
 
     def in_state(self, *states: State) -> list[Request]:
         with self.sessions() as session:
-            return list(session.scalars(
-                select(Request).where(Request.state.in_(states)).order_by(Request.id)
-            ))
+            return list(
+                session.scalars(
+                    select(Request).where(Request.state.in_(states)).order_by(Request.id)
+                )
+            )
 
     def due_polls(self, now: datetime, limit: int) -> list[Request]:
         with self.sessions() as session:
-            return list(session.scalars(
-                select(Request)
-                .where(Request.state == State.SUBMITTED,
-                       or_(Request.next_action_at.is_(None), Request.next_action_at <= now))
-                .order_by(Request.next_action_at, Request.id)
-                .limit(limit)
-            ))
+            return list(
+                session.scalars(
+                    select(Request)
+                    .where(
+                        Request.state == State.SUBMITTED,
+                        or_(Request.next_action_at.is_(None), Request.next_action_at <= now),
+                    )
+                    .order_by(Request.next_action_at, Request.id)
+                    .limit(limit)
+                )
+            )
 
     def due_submits(self, now: datetime, limit: int) -> list[Request]:
         """Requests waiting to be (re)submitted: failed and expired first, then oldest."""
-        priority = case({State.FAILED.value: 0, State.EXPIRED.value: 0}, value=Request.state,
-                        else_=1)
+        priority = case(
+            {State.FAILED.value: 0, State.EXPIRED.value: 0}, value=Request.state, else_=1
+        )
         with self.sessions() as session:
-            return list(session.scalars(
-                select(Request)
-                .where(Request.state.in_(SUBMITTABLE),
-                       or_(Request.next_action_at.is_(None), Request.next_action_at <= now))
-                .order_by(priority, Request.id)
-                .limit(limit)
-            ))
+            return list(
+                session.scalars(
+                    select(Request)
+                    .where(
+                        Request.state.in_(SUBMITTABLE),
+                        or_(Request.next_action_at.is_(None), Request.next_action_at <= now),
+                    )
+                    .order_by(priority, Request.id)
+                    .limit(limit)
+                )
+            )
 
     def count_in(self, states: Iterable[State]) -> int:
         with self.sessions() as session:
-            return int(session.scalar(
-                select(func.count()).select_from(Request).where(Request.state.in_(list(states)))
-            ) or 0)
+            return int(
+                session.scalar(
+                    select(func.count()).select_from(Request).where(Request.state.in_(list(states)))
+                )
+                or 0
+            )
 
     # -- files -------------------------------------------------------------------------------
 
     def record_done(
-        self, request_id: int, remote_id: int, urls: Sequence[str], expires: datetime,
-        now: datetime, names: Sequence[str], prefix: str,
+        self,
+        request_id: int,
+        remote_id: int,
+        urls: Sequence[str],
+        expires: datetime,
+        now: datetime,
+        names: Sequence[str],
+        prefix: str,
     ) -> Request | None:
         """Move a request to ``done`` and list its files, in one transaction."""
         with write_transaction(self.sessions) as session:
@@ -377,37 +431,67 @@ class Ledger:
             request.updated_at, request.errors, request.next_action_at = now, 0, None
             request.reason, request.storage_prefix = f"done with {len(urls)} file(s)", prefix
             for index, (url, name) in enumerate(zip(urls, names, strict=True)):
-                session.add(File(request_id=request_id, remote_request_id=remote_id,
-                                 output_index=index, url=url, name=name, state="pending",
-                                 attempts=0))
+                session.add(
+                    File(
+                        request_id=request_id,
+                        remote_request_id=remote_id,
+                        output_index=index,
+                        url=url,
+                        name=name,
+                        state="pending",
+                        attempts=0,
+                    )
+                )
             reason = f"done: {len(urls)} file(s), expires {expires.isoformat()}"
-            session.add(Event(request_id=request_id, at=now, from_state=State.SUBMITTED,
-                              to_state=State.DONE, remote_request_id=remote_id, reason=reason))
-        self._notify([Transition(request_id, State.SUBMITTED, State.DONE, reason, remote_id,
-                                 now)])
+            session.add(
+                Event(
+                    request_id=request_id,
+                    at=now,
+                    from_state=State.SUBMITTED,
+                    to_state=State.DONE,
+                    remote_request_id=remote_id,
+                    reason=reason,
+                )
+            )
+        self._notify([Transition(request_id, State.SUBMITTED, State.DONE, reason, remote_id, now)])
         return request
 
     def completed_unrecorded(self) -> list[Request]:
         """Finished requests with every file stored but no manifest recorded: a process
         stopped between storing the last file and writing the manifest."""
-        pending = (select(File.id).where(File.request_id == Request.id,
-                                         File.remote_request_id == Request.remote_request_id,
-                                         File.state != "stored").exists())
+        pending = (
+            select(File.id)
+            .where(
+                File.request_id == Request.id,
+                File.remote_request_id == Request.remote_request_id,
+                File.state != "stored",
+            )
+            .exists()
+        )
         with self.sessions() as session:
-            return list(session.scalars(
-                select(Request).where(Request.state.in_((State.DONE, State.FETCHING)), ~pending)
-            ))
+            return list(
+                session.scalars(
+                    select(Request).where(Request.state.in_((State.DONE, State.FETCHING)), ~pending)
+                )
+            )
 
     def pending_files(self, now: datetime, limit: int) -> list[tuple[File, Request]]:
         """Files still to fetch, most urgent expiry first (losing a result is the worst)."""
         with self.sessions() as session:
             rows = session.execute(
                 select(File, Request)
-                .join(Request, and_(File.request_id == Request.id,
-                                    File.remote_request_id == Request.remote_request_id))
-                .where(Request.state.in_((State.DONE, State.FETCHING)),
-                       File.state == "pending",
-                       or_(File.next_attempt_at.is_(None), File.next_attempt_at <= now))
+                .join(
+                    Request,
+                    and_(
+                        File.request_id == Request.id,
+                        File.remote_request_id == Request.remote_request_id,
+                    ),
+                )
+                .where(
+                    Request.state.in_((State.DONE, State.FETCHING)),
+                    File.state == "pending",
+                    or_(File.next_attempt_at.is_(None), File.next_attempt_at <= now),
+                )
                 .order_by(Request.expires_at, File.request_id, File.output_index)
                 .limit(limit)
             ).all()
@@ -416,28 +500,45 @@ class Ledger:
     def count_pending_files(self) -> int:
         """Files of finished requests still to fetch (the budget the submit step keeps back)."""
         with self.sessions() as session:
-            return int(session.scalar(
-                select(func.count()).select_from(File)
-                .join(Request, and_(File.request_id == Request.id,
-                                    File.remote_request_id == Request.remote_request_id))
-                .where(Request.state.in_((State.DONE, State.FETCHING)), File.state == "pending")
-            ) or 0)
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(File)
+                    .join(
+                        Request,
+                        and_(
+                            File.request_id == Request.id,
+                            File.remote_request_id == Request.remote_request_id,
+                        ),
+                    )
+                    .where(Request.state.in_((State.DONE, State.FETCHING)), File.state == "pending")
+                )
+                or 0
+            )
 
     def files_of(self, request_id: int, remote_id: int | None) -> list[File]:
         with self.sessions() as session:
-            return list(session.scalars(
-                select(File).where(File.request_id == request_id,
-                                   File.remote_request_id == remote_id)
-                .order_by(File.output_index)
-            ))
+            return list(
+                session.scalars(
+                    select(File)
+                    .where(File.request_id == request_id, File.remote_request_id == remote_id)
+                    .order_by(File.output_index)
+                )
+            )
 
-    def file_stored(self, file_id: int, size: int, sha256: str, events: int, now: datetime
-                    ) -> None:
+    def file_stored(self, file_id: int, size: int, sha256: str, events: int, now: datetime) -> None:
         with write_transaction(self.sessions) as session:
             session.execute(
-                update(File).where(File.id == file_id).values(
-                    state="stored", bytes=size, sha256=sha256, event_count=events,
-                    stored_at=now, last_error=None, next_attempt_at=None,
+                update(File)
+                .where(File.id == file_id)
+                .values(
+                    state="stored",
+                    bytes=size,
+                    sha256=sha256,
+                    event_count=events,
+                    stored_at=now,
+                    last_error=None,
+                    next_attempt_at=None,
                 )
             )
 
@@ -455,20 +556,25 @@ class Ledger:
     def expiring(self, before: datetime) -> list[Request]:
         """Finished requests whose results expire before ``before`` with files unfetched."""
         with self.sessions() as session:
-            return list(session.scalars(
-                select(Request).where(Request.state.in_((State.DONE, State.FETCHING)),
-                                      Request.expires_at < before)
-            ))
+            return list(
+                session.scalars(
+                    select(Request).where(
+                        Request.state.in_((State.DONE, State.FETCHING)), Request.expires_at < before
+                    )
+                )
+            )
 
     def snapshot(self, now: datetime, sla: timedelta) -> Snapshot:
         with self.sessions() as session:
             by_state = {
-                state: int(count) for state, count in session.execute(
+                state: int(count)
+                for state, count in session.execute(
                     select(Request.state, func.count()).group_by(Request.state)
                 )
             }
             pending = session.scalar(
-                select(func.count()).select_from(QueueRow)
+                select(func.count())
+                .select_from(QueueRow)
                 .outerjoin(Request, Request.queue_id == QueueRow.id)
                 .where(Request.id.is_(None))
             )
@@ -477,20 +583,21 @@ class Ledger:
                 select(func.min(Request.first_submitted_at)).where(Request.state.in_(active))
             )
             past_sla = session.scalar(
-                select(func.count()).select_from(Request).where(
-                    Request.state.in_(active), Request.first_submitted_at < now - sla)
+                select(func.count())
+                .select_from(Request)
+                .where(Request.state.in_(active), Request.first_submitted_at < now - sla)
             )
             earliest = session.scalar(
                 select(func.min(Request.expires_at)).where(
-                    Request.state.in_((State.DONE, State.FETCHING)))
+                    Request.state.in_((State.DONE, State.FETCHING))
+                )
             )
             files = session.execute(
-                select(File.state, func.count(), func.coalesce(func.sum(File.bytes), 0))
-                .group_by(File.state)
+                select(File.state, func.count(), func.coalesce(func.sum(File.bytes), 0)).group_by(
+                    File.state
+                )
             ).all()
-            last_ok = session.scalar(
-                select(func.max(Tick.finished_at)).where(Tick.outcome == "ok")
-            )
+            last_ok = session.scalar(select(func.max(Tick.finished_at)).where(Tick.outcome == "ok"))
             return Snapshot(
                 queue_pending=int(pending or 0),
                 by_state=by_state,

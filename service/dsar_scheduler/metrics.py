@@ -27,33 +27,54 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.api_calls = Counter("dsar_api_calls", "Calls to the Amplitude DSAR API by kind "
-                                 "(submit, status, fetch, download) and HTTP status code",
-                                 ["kind", "code"], registry=r)
+        self.api_calls = Counter(
+            "dsar_api_calls",
+            "Calls to the Amplitude DSAR API by kind "
+            "(submit, status, fetch, download) and HTTP status code",
+            ["kind", "code"],
+            registry=r,
+        )
         self.rate_limited = Counter("dsar_rate_limited", "429 responses received", registry=r)
-        self.budget_deferrals = Counter("dsar_budget_deferrals", "Ticks that stopped calling "
-                                        "the API because the budget window was full",
-                                        registry=r)
-        self.transitions = Counter("dsar_request_transitions", "Request state changes",
-                                   ["to_state"], registry=r)
+        self.budget_deferrals = Counter(
+            "dsar_budget_deferrals",
+            "Ticks that stopped calling the API because the budget window was full",
+            registry=r,
+        )
+        self.transitions = Counter(
+            "dsar_request_transitions", "Request state changes", ["to_state"], registry=r
+        )
         self.files_stored = Counter("dsar_files_stored", "Files stored and verified", registry=r)
         self.bytes_stored = Counter("dsar_bytes_stored", "Bytes stored and verified", registry=r)
-        self.file_failures = Counter("dsar_file_fetch_failures", "Failed file fetches by reason",
-                                     ["reason"], registry=r)
-        self.submit_to_done = Histogram("dsar_submit_to_done_seconds", "Time from submission "
-                                        "to Amplitude reporting done", buckets=_LATENCY_BUCKETS,
-                                        registry=r)
-        self.done_to_stored = Histogram("dsar_done_to_stored_seconds", "Time from done to "
-                                        "every file stored", buckets=_LATENCY_BUCKETS,
-                                        registry=r)
-        self.queue_to_stored = Histogram("dsar_queue_to_stored_seconds", "Time from admission "
-                                         "to every file stored", buckets=_LATENCY_BUCKETS,
-                                         registry=r)
-        self.tick_duration = Histogram("dsar_tick_duration_seconds", "Wall time of one tick",
-                                       buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600,
-                                                1800), registry=r)
-        self.ticks = Counter("dsar_ticks", "Ticks by outcome (ok, error, skipped)", ["outcome"],
-                             registry=r)
+        self.file_failures = Counter(
+            "dsar_file_fetch_failures", "Failed file fetches by reason", ["reason"], registry=r
+        )
+        self.submit_to_done = Histogram(
+            "dsar_submit_to_done_seconds",
+            "Time from submission to Amplitude reporting done",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.done_to_stored = Histogram(
+            "dsar_done_to_stored_seconds",
+            "Time from done to every file stored",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_to_stored = Histogram(
+            "dsar_queue_to_stored_seconds",
+            "Time from admission to every file stored",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tick_duration = Histogram(
+            "dsar_tick_duration_seconds",
+            "Wall time of one tick",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.ticks = Counter(
+            "dsar_ticks", "Ticks by outcome (ok, error, skipped)", ["outcome"], registry=r
+        )
 
     def watch_ledger(
         self, ledger: Ledger, now: Callable[[], datetime], sla: timedelta, org_budget: int
@@ -92,38 +113,56 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 def _gauges(snap: Snapshot, now: datetime, limit: int, org_budget: int) -> Iterator[Metric]:
     waiting = sum(snap.by_state.get(s, 0) for s in (State.QUEUED, State.FAILED, State.EXPIRED))
-    yield _gauge("dsar_queue_depth", "Queue rows not yet submitted (unadmitted rows plus "
-                 "requests waiting for budget)", snap.queue_pending + waiting)
+    yield _gauge(
+        "dsar_queue_depth",
+        "Queue rows not yet submitted (unadmitted rows plus requests waiting for budget)",
+        snap.queue_pending + waiting,
+    )
     yield _gauge("dsar_queue_unadmitted", "Queue rows not yet admitted", snap.queue_pending)
     states = GaugeMetricFamily("dsar_requests", "Requests by state", labels=["state"])
     for state in State:
         states.add_metric([state.value], snap.by_state.get(state.value, 0))
     yield states
-    yield _gauge("dsar_budget_cost_in_window", "API cost spent in the last hour",
-                 snap.cost_in_window)
-    yield _gauge("dsar_budget_limit", "Cost this service may spend per hour "
-                 "(DSAR_COST_BUDGET_PER_HOUR x DSAR_BUDGET_FRACTION)", limit)
+    yield _gauge(
+        "dsar_budget_cost_in_window", "API cost spent in the last hour", snap.cost_in_window
+    )
+    yield _gauge(
+        "dsar_budget_limit",
+        "Cost this service may spend per hour (DSAR_COST_BUDGET_PER_HOUR x DSAR_BUDGET_FRACTION)",
+        limit,
+    )
     yield _gauge("dsar_budget_org_per_hour", "The org's shared budget per hour", org_budget)
     backoff = 0.0
     if snap.rate_limited_until is not None:
         backoff = max(0.0, (snap.rate_limited_until - now).total_seconds())
     yield _gauge("dsar_rate_limit_backoff_seconds", "Seconds left of a 429 backoff", backoff)
     if snap.earliest_unfetched_expiry is not None:
-        yield _gauge("dsar_unfetched_expiry_seconds", "Seconds until the earliest expiry of a "
-                     "finished request with files still unfetched",
-                     (snap.earliest_unfetched_expiry - now).total_seconds())
+        yield _gauge(
+            "dsar_unfetched_expiry_seconds",
+            "Seconds until the earliest expiry of a finished request with files still unfetched",
+            (snap.earliest_unfetched_expiry - now).total_seconds(),
+        )
     age = 0.0
     if snap.oldest_outstanding_since is not None:
         age = max(0.0, (now - snap.oldest_outstanding_since).total_seconds())
-    yield _gauge("dsar_oldest_outstanding_age_seconds", "Age of the oldest request submitted "
-                 "but not yet stored", age)
-    yield _gauge("dsar_requests_past_sla", "Requests outstanding longer than the completion SLA",
-                 snap.past_sla)
+    yield _gauge(
+        "dsar_oldest_outstanding_age_seconds",
+        "Age of the oldest request submitted but not yet stored",
+        age,
+    )
+    yield _gauge(
+        "dsar_requests_past_sla",
+        "Requests outstanding longer than the completion SLA",
+        snap.past_sla,
+    )
     files = GaugeMetricFamily("dsar_files", "Files by state", labels=["state"])
     files.add_metric(["pending"], snap.pending_files)
     files.add_metric(["stored"], snap.stored_files)
     yield files
     yield _gauge("dsar_stored_bytes", "Bytes of stored files (ledger)", snap.stored_bytes)
     if snap.last_ok_tick is not None:
-        yield _gauge("dsar_last_successful_tick_timestamp_seconds", "When the last tick that "
-                     "finished without error ended (Unix time)", snap.last_ok_tick.timestamp())
+        yield _gauge(
+            "dsar_last_successful_tick_timestamp_seconds",
+            "When the last tick that finished without error ended (Unix time)",
+            snap.last_ok_tick.timestamp(),
+        )

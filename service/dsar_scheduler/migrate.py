@@ -29,8 +29,9 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def _run(step: Callable[[Config, str], None], url: str, revision: str,
-         engine: Engine | None) -> None:
+def _run(
+    step: Callable[[Config, str], None], url: str, revision: str, engine: Engine | None
+) -> None:
     """Run an Alembic command on one connection (ours, or the caller's engine)."""
     config = alembic_config(url)
     own = engine is None

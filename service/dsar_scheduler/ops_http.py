@@ -20,7 +20,7 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -32,9 +32,10 @@ def make_app(registry: CollectorRegistry, live: Check, ready: Check) -> Callable
         if path in ("/healthz", "/readyz"):
             ok, detail = (live if path == "/healthz" else ready)()
             body = json.dumps({"ok": ok, **detail}, default=str).encode()
-            start_response("200 OK" if ok else "503 Service Unavailable",
-                           [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body)))])
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
             return [body]
         result: Iterable[bytes] = metrics_app(environ, start_response)
         return result
@@ -45,14 +46,21 @@ def make_app(registry: CollectorRegistry, live: Check, ready: Check) -> Callable
 class OpsServer:
     """Serves the endpoints from a daemon thread; ``port=0`` picks a free port."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, live: Check,
-                 ready: Check) -> None:
-        self._server = make_server(host, port, make_app(registry, live, ready),
-                                   server_class=_Server, handler_class=_QuietHandler)
+    def __init__(
+        self, host: str, port: int, registry: CollectorRegistry, live: Check, ready: Check
+    ) -> None:
+        self._server = make_server(
+            host,
+            port,
+            make_app(registry, live, ready),
+            server_class=_Server,
+            handler_class=_QuietHandler,
+        )
         self.port = self._server.server_port
         self.host = host
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ops-http",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="ops-http", daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -29,8 +29,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.QUEUED: frozenset({State.SUBMITTING, State.CANCELLED}),
     State.SUBMITTING: frozenset({State.SUBMITTED, State.QUEUED, State.DEAD, State.CANCELLED}),
     State.SUBMITTED: frozenset({State.DONE, State.FAILED, State.DEAD, State.CANCELLED}),
-    State.DONE: frozenset({State.FETCHING, State.STORED, State.EXPIRED, State.DEAD,
-                           State.CANCELLED}),
+    State.DONE: frozenset(
+        {State.FETCHING, State.STORED, State.EXPIRED, State.DEAD, State.CANCELLED}
+    ),
     State.FETCHING: frozenset({State.STORED, State.EXPIRED, State.DEAD, State.CANCELLED}),
     State.FAILED: frozenset({State.SUBMITTING, State.DEAD, State.CANCELLED}),
     State.EXPIRED: frozenset({State.SUBMITTING, State.DEAD, State.CANCELLED}),

@@ -24,8 +24,11 @@ def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
     data: dict[str, Any] = {
         "queue_unadmitted": snap.queue_pending,
         "requests": {s.value: snap.by_state.get(s.value, 0) for s in State},
-        "files": {"pending": snap.pending_files, "stored": snap.stored_files,
-                  "stored_bytes": snap.stored_bytes},
+        "files": {
+            "pending": snap.pending_files,
+            "stored": snap.stored_files,
+            "stored_bytes": snap.stored_bytes,
+        },
         "budget": {"spent_last_hour": snap.cost_in_window, "limit": settings.budget_limit},
         "rate_limited_until": snap.rate_limited_until,
         "earliest_unfetched_expiry": snap.earliest_unfetched_expiry,
@@ -34,15 +37,23 @@ def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
     }
     problems = ledger.in_state(State.DEAD, State.REJECTED)
     data["needs_attention"] = [
-        {"request_id": r.id, "queue_id": r.queue_id, "external_ref": r.external_ref,
-         "state": r.state, "reason": r.reason} for r in problems[-20:]
+        {
+            "request_id": r.id,
+            "queue_id": r.queue_id,
+            "external_ref": r.external_ref,
+            "state": r.state,
+            "reason": r.reason,
+        }
+        for r in problems[-20:]
     ]
     if as_json:
         return json.dumps(data, default=str, indent=2)
     lines = [f"queue rows not yet admitted: {snap.queue_pending}", "requests:"]
     lines += [f"  {state:<11} {count}" for state, count in data["requests"].items() if count]
-    lines.append(f"files: {snap.stored_files} stored ({snap.stored_bytes} bytes), "
-                 f"{snap.pending_files} pending")
+    lines.append(
+        f"files: {snap.stored_files} stored ({snap.stored_bytes} bytes), "
+        f"{snap.pending_files} pending"
+    )
     lines.append(f"budget: {snap.cost_in_window} of {settings.budget_limit} spent in the last hour")
     if snap.rate_limited_until:
         lines.append(f"rate limited until {snap.rate_limited_until.isoformat()}")
@@ -51,8 +62,10 @@ def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
     lines.append(f"last successful tick: {snap.last_ok_tick or 'never'}")
     if problems:
         lines.append("needs attention (latest 20):")
-        lines += [f"  #{p['request_id']} queue row {p['queue_id']} {p['state']}: {p['reason']}"
-                  for p in data["needs_attention"]]
+        lines += [
+            f"  #{p['request_id']} queue row {p['queue_id']} {p['state']}: {p['reason']}"
+            for p in data["needs_attention"]
+        ]
     return "\n".join(lines)
 
 
@@ -63,40 +76,70 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
     if request is None:
         return None
     with sessions() as session:
-        files = session.query(File).filter(File.request_id == request_id).order_by(
-            File.remote_request_id, File.output_index).all()
+        files = (
+            session.query(File)
+            .filter(File.request_id == request_id)
+            .order_by(File.remote_request_id, File.output_index)
+            .all()
+        )
     history: list[dict[str, Any]] = [
-        {"at": e.at, "from": e.from_state, "to": e.to_state, "reason": e.reason,
-         "amplitude_request_id": e.remote_request_id} for e in ledger.events(request_id)]
+        {
+            "at": e.at,
+            "from": e.from_state,
+            "to": e.to_state,
+            "reason": e.reason,
+            "amplitude_request_id": e.remote_request_id,
+        }
+        for e in ledger.events(request_id)
+    ]
     data: dict[str, Any] = {
-        "request_id": request.id, "queue_id": request.queue_id,
-        "external_ref": request.external_ref, "amplitude_id": request.amplitude_id,
-        "range": [request.start_date, request.end_date], "state": request.state,
-        "reason": request.reason, "amplitude_request_id": request.remote_request_id,
-        "submissions": request.submissions, "failures": request.failures,
-        "expiries": request.expiries, "storage_prefix": request.storage_prefix,
-        "expires_at": request.expires_at, "stored_at": request.stored_at,
+        "request_id": request.id,
+        "queue_id": request.queue_id,
+        "external_ref": request.external_ref,
+        "amplitude_id": request.amplitude_id,
+        "range": [request.start_date, request.end_date],
+        "state": request.state,
+        "reason": request.reason,
+        "amplitude_request_id": request.remote_request_id,
+        "submissions": request.submissions,
+        "failures": request.failures,
+        "expiries": request.expiries,
+        "storage_prefix": request.storage_prefix,
+        "expires_at": request.expires_at,
+        "stored_at": request.stored_at,
         "history": history,
         "files": [_file(f) for f in files],
     }
     if as_json:
         return json.dumps(data, default=str, indent=2)
-    lines = [f"request {request.id} (queue row {request.queue_id}, "
-             f"external_ref {request.external_ref or '-'}): {request.state}"]
+    lines = [
+        f"request {request.id} (queue row {request.queue_id}, "
+        f"external_ref {request.external_ref or '-'}): {request.state}"
+    ]
     if request.reason:
         lines.append(f"  reason: {request.reason}")
     lines.append("history:")
-    lines += [f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from'] or '-':>10} -> {h['to']:<10} "
-              f"{h['reason']}" for h in history]
+    lines += [
+        f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from'] or '-':>10} -> {h['to']:<10} {h['reason']}"
+        for h in history
+    ]
     if files:
         lines.append("files:")
-        lines += [f"  {f.name}: {f.state} {f.bytes or ''} {f.sha256 or ''} "
-                  f"{f.last_error or ''}".rstrip() for f in files]
+        lines += [
+            f"  {f.name}: {f.state} {f.bytes or ''} {f.sha256 or ''} {f.last_error or ''}".rstrip()
+            for f in files
+        ]
     return "\n".join(lines)
 
 
 def _file(f: File) -> dict[str, Any]:
-    return {"name": f.name, "amplitude_request_id": f.remote_request_id, "state": f.state,
-            "bytes": f.bytes, "sha256": f.sha256, "events": f.event_count,
-            "attempts": f.attempts, "last_error": f.last_error}
-
+    return {
+        "name": f.name,
+        "amplitude_request_id": f.remote_request_id,
+        "state": f.state,
+        "bytes": f.bytes,
+        "sha256": f.sha256,
+        "events": f.event_count,
+        "attempts": f.attempts,
+        "last_error": f.last_error,
+    }

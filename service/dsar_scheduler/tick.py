@@ -61,8 +61,7 @@ class TickReport:
 
     def summary(self) -> dict[str, Any]:
         """The counts that are not zero, without the outcome (logged beside it)."""
-        return {k: v for k, v in self.__dict__.items()
-                if k != "outcome" and v not in (0, None, [])}
+        return {k: v for k, v in self.__dict__.items() if k != "outcome" and v not in (0, None, [])}
 
 
 def transition_listener(metrics: Metrics) -> Any:
@@ -70,8 +69,14 @@ def transition_listener(metrics: Metrics) -> Any:
 
     def listen(t: Transition) -> None:
         metrics.transitions.labels(t.to_state).inc()
-        log.info("request.transition", request_id=t.request_id, from_state=t.from_state,
-                 to_state=t.to_state, reason=t.reason, amplitude_request_id=t.remote_request_id)
+        log.info(
+            "request.transition",
+            request_id=t.request_id,
+            from_state=t.from_state,
+            to_state=t.to_state,
+            reason=t.reason,
+            amplitude_request_id=t.remote_request_id,
+        )
 
     return listen
 
@@ -196,9 +201,14 @@ class Tick:
         mid-POST). The POST may have reached Amplitude; the API has no idempotency key or
         list endpoint to check, so resubmit: a duplicate remote request only costs budget."""
         for request in self.ledger.in_state(State.SUBMITTING):
-            self.ledger.move(request.id, {State.SUBMITTING}, State.QUEUED,
-                             "POST outcome unknown (the process stopped mid-submit); "
-                             "resubmitting", self.clock.now(), next_action_at=None)
+            self.ledger.move(
+                request.id,
+                {State.SUBMITTING},
+                State.QUEUED,
+                "POST outcome unknown (the process stopped mid-submit); resubmitting",
+                self.clock.now(),
+                next_action_at=None,
+            )
 
     def complete_stored(self) -> None:
         for request in self.ledger.completed_unrecorded():
@@ -211,14 +221,26 @@ class Tick:
         for request in self.ledger.expiring(now + margin):
             expiries = request.expiries + 1
             if expiries > self.settings.max_expired_resubmits:
-                new, reason = State.DEAD, (f"results expired unfetched {expiries} times; "
-                                           "giving up (dsar retry to try again)")
+                new, reason = (
+                    State.DEAD,
+                    (
+                        f"results expired unfetched {expiries} times; "
+                        "giving up (dsar retry to try again)"
+                    ),
+                )
                 self.report.dead += 1
             else:
                 new, reason = State.EXPIRED, "results expired before every file was stored"
                 self.report.expired += 1
-            self.ledger.move(request.id, {State.DONE, State.FETCHING}, new, reason, now,
-                             expiries=expiries, next_action_at=None)
+            self.ledger.move(
+                request.id,
+                {State.DONE, State.FETCHING},
+                new,
+                reason,
+                now,
+                expiries=expiries,
+                next_action_at=None,
+            )
 
     # -- budget and liveness -------------------------------------------------------------
 
@@ -266,8 +288,11 @@ class Tick:
     def fetch(self) -> None:
         seen: set[int] = set()
         while not self._storage_broken:
-            batch = [(f, r) for f, r in self.ledger.pending_files(self.clock.now(), PAGE)
-                     if f.id not in seen]
+            batch = [
+                (f, r)
+                for f, r in self.ledger.pending_files(self.clock.now(), PAGE)
+                if f.id not in seen
+            ]
             if not batch:
                 return
             for file, request in batch:
@@ -340,15 +365,24 @@ class Tick:
         else:
             delay = backoff_delay(file.attempts + 1, base=60, cap=1800, rng=self.rng)
         attempts = self.ledger.file_failed(file.id, reason, now + timedelta(seconds=delay))
-        log.warning("file.fetch_failed", request_id=request.id, output_index=file.output_index,
-                    attempts=attempts, error=reason)
+        log.warning(
+            "file.fetch_failed",
+            request_id=request.id,
+            output_index=file.output_index,
+            attempts=attempts,
+            error=reason,
+        )
         if attempts >= self.settings.max_transient_errors:
-            self._die(request, {State.DONE, State.FETCHING},
-                      f"file {file.output_index} failed {attempts} times: {reason}")
+            self._die(
+                request,
+                {State.DONE, State.FETCHING},
+                f"file {file.output_index} failed {attempts} times: {reason}",
+            )
 
     def _die(self, request: Request, expected: set[State], reason: str) -> None:
-        if self.ledger.move(request.id, expected, State.DEAD, reason, self.clock.now(),
-                            next_action_at=None):
+        if self.ledger.move(
+            request.id, expected, State.DEAD, reason, self.clock.now(), next_action_at=None
+        ):
             self.report.dead += 1
 
     def _store_if_complete(self, request: Request) -> None:
@@ -361,9 +395,15 @@ class Tick:
         self.storage.put_bytes(f"{prefix}/{MANIFEST_NAME}", build_manifest(request, files, now))
         for stale in set(self.storage.list(prefix)) - current:
             self.storage.delete(stale)  # files of an earlier, superseded remote request
-        moved = self.ledger.move(request.id, {State.DONE, State.FETCHING}, State.STORED,
-                                 f"{len(files)} file(s) stored and verified", now,
-                                 stored_at=now, request_reason=None)
+        moved = self.ledger.move(
+            request.id,
+            {State.DONE, State.FETCHING},
+            State.STORED,
+            f"{len(files)} file(s) stored and verified",
+            now,
+            stored_at=now,
+            request_reason=None,
+        )
         if moved is not None:
             self.report.requests_stored += 1
             if request.done_at is not None:
@@ -395,20 +435,34 @@ class Tick:
         self.report.polled += 1
         now = self.clock.now()
         if status.status in ("staging", "submitted"):
-            self.ledger.update(request.id, now, polls=request.polls + 1, errors=0,
-                               next_action_at=self._next_poll(now))
+            self.ledger.update(
+                request.id,
+                now,
+                polls=request.polls + 1,
+                errors=0,
+                next_action_at=self._next_poll(now),
+            )
         elif status.status == "done":
             assert status.expires is not None
-            names = [f"{request.remote_request_id}-{n:03d}.json.gz"
-                     for n in range(len(status.urls))]
-            done = self.ledger.record_done(request.id, request.remote_request_id, status.urls,
-                                           status.expires, now, names, f"req-{request.id:08d}")
+            names = [
+                f"{request.remote_request_id}-{n:03d}.json.gz" for n in range(len(status.urls))
+            ]
+            done = self.ledger.record_done(
+                request.id,
+                request.remote_request_id,
+                status.urls,
+                status.expires,
+                now,
+                names,
+                f"req-{request.id:08d}",
+            )
             self.ledger.update(request.id, now, polls=request.polls + 1)
             if done is not None:
                 self.report.done += 1
                 if request.submitted_at is not None:
                     self.metrics.submit_to_done.observe(
-                        (now - request.submitted_at).total_seconds())
+                        (now - request.submitted_at).total_seconds()
+                    )
         else:  # failed
             self._remote_failed(request, f"Amplitude job failed: {status.fail_reason or '?'}")
 
@@ -416,13 +470,19 @@ class Tick:
         failures = request.failures + 1
         now = self.clock.now()
         if failures > self.settings.max_failed_resubmits:
-            self._die(request, {State.SUBMITTED},
-                      f"{reason}; failed {failures} times, giving up")
+            self._die(request, {State.SUBMITTED}, f"{reason}; failed {failures} times, giving up")
             self.ledger.update(request.id, now, failures=failures)
             return
         self.report.failed += 1
-        self.ledger.move(request.id, {State.SUBMITTED}, State.FAILED, reason, now,
-                         failures=failures, next_action_at=None)
+        self.ledger.move(
+            request.id,
+            {State.SUBMITTED},
+            State.FAILED,
+            reason,
+            now,
+            failures=failures,
+            next_action_at=None,
+        )
 
     def _poll_error(self, request: Request, err: ApiError) -> None:
         now = self.clock.now()
@@ -430,10 +490,13 @@ class Tick:
             self._remote_failed(request, "Amplitude does not know the request (404)")
             return
         errors = request.errors + 1
-        delay = min(self.settings.poll_interval_seconds,
-                    backoff_delay(errors, base=60, cap=3600, rng=self.rng))
-        self.ledger.update(request.id, now, errors=errors,
-                           next_action_at=now + timedelta(seconds=delay))
+        delay = min(
+            self.settings.poll_interval_seconds,
+            backoff_delay(errors, base=60, cap=3600, rng=self.rng),
+        )
+        self.ledger.update(
+            request.id, now, errors=errors, next_action_at=now + timedelta(seconds=delay)
+        )
 
     def _next_poll(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.settings.poll_interval_seconds)
@@ -463,42 +526,68 @@ class Tick:
         ticket = self._reserve("submit", request.id)
         now = self.clock.now()
         attempt = request.submissions + 1
-        if not self.ledger.move(request.id, set(SUBMITTABLE), State.SUBMITTING,
-                                f"submitting (attempt {attempt})", now, submissions=attempt):
+        if not self.ledger.move(
+            request.id,
+            set(SUBMITTABLE),
+            State.SUBMITTING,
+            f"submitting (attempt {attempt})",
+            now,
+            submissions=attempt,
+        ):
             self._finished(ticket, None, "not_sent")
             return
         try:
-            remote_id = self.client.submit(request.amplitude_id, request.start_date,
-                                           request.end_date)
+            remote_id = self.client.submit(
+                request.amplitude_id, request.start_date, request.end_date
+            )
         except ApiError as err:
             self._submit_error(request, err)
             self._failed(ticket, err)
             return
         self._finished(ticket, 202)
         now = self.clock.now()
-        self.ledger.move(request.id, {State.SUBMITTING}, State.SUBMITTED,
-                         f"submitted as Amplitude request {remote_id}", now,
-                         remote_request_id=remote_id, submitted_at=now,
-                         first_submitted_at=request.first_submitted_at or now,
-                         next_action_at=self._next_poll(now), errors=0, polls=0,
-                         done_at=None, expires_at=None)
+        self.ledger.move(
+            request.id,
+            {State.SUBMITTING},
+            State.SUBMITTED,
+            f"submitted as Amplitude request {remote_id}",
+            now,
+            remote_request_id=remote_id,
+            submitted_at=now,
+            first_submitted_at=request.first_submitted_at or now,
+            next_action_at=self._next_poll(now),
+            errors=0,
+            polls=0,
+            done_at=None,
+            expires_at=None,
+        )
         self.report.submitted += 1
 
     def _submit_error(self, request: Request, err: ApiError) -> None:
         now = self.clock.now()
         if err.kind is ErrorKind.REJECTED:
-            self._die(request, {State.SUBMITTING},
-                      f"Amplitude refused the request (HTTP {err.status_code}): {err.body}")
+            self._die(
+                request,
+                {State.SUBMITTING},
+                f"Amplitude refused the request (HTTP {err.status_code}): {err.body}",
+            )
             return
         if err.kind in (ErrorKind.RATE_LIMITED, ErrorKind.AUTH):
-            self.ledger.move(request.id, {State.SUBMITTING}, State.QUEUED,
-                             f"not submitted: {err}", now)
+            self.ledger.move(
+                request.id, {State.SUBMITTING}, State.QUEUED, f"not submitted: {err}", now
+            )
             return
         errors = request.errors + 1
         if errors >= self.settings.max_transient_errors:
             self._die(request, {State.SUBMITTING}, f"submit failed {errors} times: {err}")
             return
         delay = backoff_delay(errors, base=60, cap=1800, rng=self.rng)
-        self.ledger.move(request.id, {State.SUBMITTING}, State.QUEUED,
-                         f"submit failed, will retry: {err}", now, errors=errors,
-                         next_action_at=now + timedelta(seconds=delay))
+        self.ledger.move(
+            request.id,
+            {State.SUBMITTING},
+            State.QUEUED,
+            f"submit failed, will retry: {err}",
+            now,
+            errors=errors,
+            next_action_at=now + timedelta(seconds=delay),
+        )
