@@ -1,0 +1,159 @@
+"""``dsar run`` as a real process: it serves health and metrics, stores every request, and
+SIGTERM stops it cleanly, even in the middle of a download, leaving no partial file behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dsar_scheduler.clock import SystemClock
+from dsar_scheduler.emulator import Emulator, EmulatorConfig
+from tests.procs import DaemonProcess, run_cli, service_env
+
+SUBJECTS = 3
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    config = EmulatorConfig(
+        seed=7,
+        completion_min_s=0.3,
+        completion_max_s=0.8,
+        staging_max_s=0.1,
+        presign_ttl_s=60,
+        budget_per_hour=1_000_000,
+    )
+    with Emulator(config, SystemClock()) as emu:
+        yield emu
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    pattern = re.escape(name + (f"{{{labels}}}" if labels else "")) + r" ([0-9.e+-]+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def _prepare(tmp_path: Path, emulator: Emulator, **settings: object) -> dict[str, str]:
+    env = service_env(
+        emulator, f"sqlite:///{tmp_path}/dsar.db", f"file://{tmp_path}/files", **settings
+    )
+    run_cli(["migrate"], env)
+    for n in range(SUBJECTS):
+        run_cli(
+            [
+                "enqueue",
+                "--amplitude-id",
+                str(1000 + n),
+                "--start",
+                "2025-01-01",
+                "--end",
+                "2025-02-28",
+                "--external-ref",
+                f"ticket-{n}",
+            ],
+            env,
+        )
+    return env
+
+
+def _stored_count(daemon: DaemonProcess) -> float:
+    response = daemon.get("/metrics")
+    if response is None or response.status_code != 200:
+        return 0.0
+    return _metric(response.text, "dsar_requests", 'state="stored"')
+
+
+def _assert_files_match_emulator(files: Path, emulator: Emulator) -> None:
+    """Every manifest entry is on disk with the sha256 the emulator served; no temporaries."""
+    manifests = sorted(files.rglob("manifest.json"))
+    assert len(manifests) == SUBJECTS
+    served = {f.sha256 for rid in emulator.jobs() for f in emulator.expected_files(rid)}
+    for manifest_path in manifests:
+        manifest = json.loads(manifest_path.read_text())
+        for entry in manifest["files"]:
+            data = (manifest_path.parent / entry["name"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+            assert entry["sha256"] in served
+    assert [p.name for p in files.rglob(".*")] == []
+
+
+def test_daemon_serves_health_and_stores_everything_then_stops_on_sigterm(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    env = _prepare(tmp_path, emulator)
+    daemon = DaemonProcess(env, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_healthy()
+        ready = daemon.get("/readyz")
+        assert ready is not None and ready.status_code == 200
+        assert ready.json()["database"] is True
+        daemon.wait_until(lambda: _stored_count(daemon) == SUBJECTS, 60, "all stored")
+        metrics = daemon.get("/metrics")
+        assert metrics is not None
+        assert _metric(metrics.text, "dsar_files_stored_total") == SUBJECTS * 2 * 2
+        assert _metric(metrics.text, "dsar_rate_limited_total") == 0
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+    logs = daemon.logs(tail=400)
+    assert '"daemon.signal"' in logs and "SIGTERM" in logs
+    assert '"daemon.stopped"' in logs
+    assert emulator.config.secret_key not in logs
+    _assert_files_match_emulator(tmp_path / "files", emulator)
+    status = json.loads(run_cli(["status", "--json"], env))
+    assert {k: v for k, v in status["requests"].items() if v} == {"stored": SUBJECTS}
+    assert status["needs_attention"] == []
+
+
+def test_sigterm_during_a_download_leaves_no_partial_and_a_restart_finishes(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    env = _prepare(tmp_path, emulator)
+    # Every download waits 2 s before its first byte: SIGTERM lands while the tick is in one.
+    emulator.faults.set("s3", slow_rate=1.0, slow_seconds=2.0)
+    daemon = DaemonProcess(env, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_healthy()
+        daemon.wait_until(lambda: len(emulator.calls("s3")) >= 1, 60, "the first download to start")
+        assert daemon.terminate(timeout=20) == 0
+    finally:
+        daemon.close()
+    files = tmp_path / "files"
+    assert [p.name for p in files.rglob(".*")] == []  # no temporary left behind
+    assert not list(files.rglob("manifest.json"))  # nothing was complete yet
+    assert '"tick.stopped_early"' in daemon.logs(tail=400)
+
+    emulator.faults.set("s3", slow_rate=0.0)
+    daemon = DaemonProcess(env, tmp_path / "daemon2.log").start()
+    try:
+        daemon.wait_until(lambda: _stored_count(daemon) == SUBJECTS, 60, "all stored")
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+    _assert_files_match_emulator(files, emulator)
+
+
+def test_readyz_fails_when_storage_is_unwritable_and_healthz_stays_up(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """Readiness says why it is not ready; liveness does not restart a process for it."""
+    (tmp_path / "files").write_text("a file where the storage folder should be")
+    env = _prepare(tmp_path, emulator)
+    daemon = DaemonProcess(env, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_healthy()
+        ready = daemon.get("/readyz")
+        assert ready is not None and ready.status_code == 503
+        body = ready.json()
+        assert body["database"] is True and body["storage"] is False
+        assert "files" in body["storage_error"]
+        health = daemon.get("/healthz")
+        assert health is not None and health.status_code == 200
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
