@@ -68,6 +68,15 @@ def run_cli(args: list[str], env: Mapping[str, str], timeout: float = 60) -> str
     return done.stdout
 
 
+def enqueue(env: Mapping[str, str], tmp_path: Path, rows: list[dict[str, str]]) -> None:
+    """Queue rows the way an operator would, with one ``dsar enqueue --csv`` run."""
+    path = tmp_path / f"queue-{len(list(tmp_path.glob('queue-*.csv')))}.csv"
+    columns = ["amplitude_id", "start_date", "end_date", "external_ref"]
+    lines = [",".join(columns)] + [",".join(row.get(c, "") for c in columns) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    run_cli(["enqueue", "--csv", str(path)], env)
+
+
 @dataclass
 class DaemonProcess:
     """``dsar run`` in a subprocess; its logs go to ``log_path`` for post-mortems."""

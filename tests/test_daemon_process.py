@@ -13,7 +13,7 @@ import pytest
 
 from dsar_scheduler.clock import SystemClock
 from dsar_scheduler.emulator import Emulator, EmulatorConfig
-from tests.procs import DaemonProcess, run_cli, service_env
+from tests.procs import DaemonProcess, enqueue, run_cli, service_env
 
 SUBJECTS = 3
 
@@ -43,21 +43,16 @@ def _prepare(tmp_path: Path, emulator: Emulator, **settings: object) -> dict[str
         emulator, f"sqlite:///{tmp_path}/dsar.db", f"file://{tmp_path}/files", **settings
     )
     run_cli(["migrate"], env)
-    for n in range(SUBJECTS):
-        run_cli(
-            [
-                "enqueue",
-                "--amplitude-id",
-                str(1000 + n),
-                "--start",
-                "2025-01-01",
-                "--end",
-                "2025-02-28",
-                "--external-ref",
-                f"ticket-{n}",
-            ],
-            env,
-        )
+    rows = [
+        {
+            "amplitude_id": str(1000 + n),
+            "start_date": "2025-01-01",
+            "end_date": "2025-02-28",
+            "external_ref": f"ticket-{n}",
+        }
+        for n in range(SUBJECTS)
+    ]
+    enqueue(env, tmp_path, rows)
     return env
 
 

@@ -1,0 +1,98 @@
+"""Two ``dsar run`` processes against one database: the work is shared, never duplicated,
+and the emulator's own record of calls agrees with the ledger.
+
+The proof comes from the emulator's side: it records every request it received, so a queue
+row submitted twice or a file downloaded twice shows there whatever the ledger believes.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from dsar_scheduler.clock import SystemClock
+from dsar_scheduler.db import ApiCall, Request, make_engine
+from dsar_scheduler.emulator import Emulator, EmulatorConfig
+from tests.procs import DaemonProcess, enqueue, service_env
+
+SUBJECTS = 8
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    config = EmulatorConfig(
+        seed=11,
+        completion_min_s=0.5,
+        completion_max_s=2.0,
+        staging_max_s=0.1,
+        presign_ttl_s=60,
+        budget_per_hour=1_000_000,
+    )
+    with Emulator(config, SystemClock()) as emu:
+        yield emu
+
+
+def _by_state(database_url: str) -> dict[str, int]:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(Request.state, func.count()).group_by(Request.state))
+            return {str(state): int(n) for state, n in rows}
+    finally:
+        engine.dispose()
+
+
+def _ledger_cost(database_url: str) -> int:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.scalar(select(func.coalesce(func.sum(ApiCall.cost), 0))))
+    finally:
+        engine.dispose()
+
+
+def test_two_replicas_share_the_work_without_duplicates(
+    database_url: str, tmp_path: Path, emulator: Emulator
+) -> None:
+    env = service_env(emulator, database_url, f"file://{tmp_path}/files")
+    rows = [
+        {"amplitude_id": str(5000 + n), "start_date": "2025-01-01", "end_date": "2025-03-31"}
+        for n in range(SUBJECTS)
+    ]
+    enqueue(env, tmp_path, rows)
+    replicas = [DaemonProcess(env, tmp_path / f"replica-{n}.log").start() for n in range(2)]
+    try:
+        for replica in replicas:
+            replica.wait_healthy()
+        replicas[0].wait_until(
+            lambda: _by_state(database_url) == {"stored": SUBJECTS}, 90, "every request stored"
+        )
+        for replica in replicas:
+            assert replica.terminate() == 0
+    finally:
+        for replica in replicas:
+            replica.close()
+
+    # Both processes ran ticks; the lease let only one at a time do the work.
+    logs = [replica.logs(tail=100_000) for replica in replicas]
+    assert all('"tick.finished"' in log for log in logs)
+
+    # Each subject was submitted exactly once, each file downloaded exactly once.
+    jobs = emulator.jobs().values()
+    per_subject = collections.Counter(job.amplitude_id for job in jobs)
+    assert per_subject == {5000 + n: 1 for n in range(SUBJECTS)}
+    downloads = collections.Counter(
+        call.path for call in emulator.calls("s3") if call.status == 200
+    )
+    expected = sum(job.file_count for job in jobs)
+    assert len(downloads) == expected and set(downloads.values()) == {1}
+    assert emulator.rate_limited_count() == 0
+
+    # The ledger's cost is the emulator's, call for call.
+    assert _ledger_cost(database_url) == emulator.cost_spent_total()
+    stored = list((tmp_path / "files").rglob("*.json.gz"))
+    assert len(stored) == expected
