@@ -3,6 +3,7 @@ databases, and the migrations go down to nothing and back up again."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -53,3 +54,26 @@ def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
     upgrade(database_url)  # a second run (a re-run migrate job) changes nothing
     assert _drift(database_url) == []
     assert VIEW in _tables_and_views(database_url)[1]
+
+
+def test_concurrent_migrations_take_turns(pg_url: str) -> None:
+    """Migrations started together on an empty PostgreSQL schema (a re-deploy racing a first
+    deploy) all succeed and leave one correct schema; without the lock the losers fail with
+    duplicate tables."""
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        start.wait()
+        try:
+            upgrade(pg_url)
+        except BaseException as exc:  # collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert _drift(pg_url) == []

@@ -1,5 +1,7 @@
 """``dsar migrate``: Alembic upgrade to head, safe to run from a one-shot job before replicas
-start (Alembic's version table makes a second run a no-op)."""
+start (Alembic's version table makes a second run a no-op), and safe when two such jobs start
+at once: on PostgreSQL they take turns under an advisory lock; SQLite's write lock does the
+same there."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from .db import make_engine
 
@@ -38,11 +40,22 @@ def _run(
     engine = engine or make_engine(url)
     try:
         with engine.begin() as connection:
+            _serialise(connection)
             config.attributes["connection"] = connection
             step(config, revision)
     finally:
         if own:
             engine.dispose()
+
+
+def _serialise(connection: Connection) -> None:
+    """Hold a per-schema lock until this transaction ends, so concurrent migrations queue
+    instead of both creating the same tables (Alembic itself takes no lock). SQLite needs
+    nothing more: ``make_engine`` starts every transaction with ``BEGIN IMMEDIATE``."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('dsar-migrate:' || current_schema()))")
+        )
 
 
 def upgrade(url: str, revision: str = "head", engine: Engine | None = None) -> None:
