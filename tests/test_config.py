@@ -13,7 +13,8 @@ def test_defaults_match_the_design() -> None:
     assert s.storage_url == "file://./data/files"
     assert s.tick_interval_seconds == 1800
     assert s.budget_limit == int(14400 * 0.8)
-    assert s.submit_batch_size == 20
+    assert s.submit_batch_size is None  # the policy decides: 20 (baseline), the budget (planner)
+    assert (s.policy, s.max_poll_gap_seconds) == ("planner", 8 * 3600)
     assert s.log_format == "json"
     assert s.allow_http is False
 

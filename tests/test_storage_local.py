@@ -524,11 +524,6 @@ def test_open_storage_relative_is_resolved_at_open(
     assert backend.description == f"file://{tmp_path}/data/files"
 
 
-def test_open_storage_s3_is_not_available_yet() -> None:
-    with pytest.raises(StorageError, match="the S3 backend is not available yet"):
-        open_storage("s3://bucket/prefix")
-
-
 @pytest.mark.parametrize(
     ("url", "message"),
     [

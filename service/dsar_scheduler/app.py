@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import threading
 from dataclasses import dataclass, field
 
@@ -17,6 +15,7 @@ from .clock import Clock, SystemClock
 from .config import Settings
 from .db import make_engine
 from .ledger import Ledger
+from .liveness import process_owner
 from .metrics import Metrics
 from .storage import Storage, open_storage
 from .tick import Tick, TickReport, transition_listener
@@ -88,7 +87,12 @@ def build_app(
         transport=transport,
         download_transport=download_transport,
     )
-    storage = open_storage(settings.storage_url)
+    storage = open_storage(
+        settings.storage_url,
+        s3_sse=settings.s3_sse,
+        s3_kms_key_id=settings.s3_kms_key_id,
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )
     from datetime import timedelta
 
     metrics.watch_ledger(
@@ -97,7 +101,7 @@ def build_app(
         timedelta(seconds=settings.completion_sla_seconds),
         settings.cost_budget_per_hour,
     )
-    owner = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+    owner = process_owner()
     return App(
         settings,
         clock,

@@ -15,6 +15,7 @@ import httpx
 from . import __version__
 from .config import ConfigError, Settings, load_settings
 from .logs import configure
+from .storage import StorageError
 
 DESCRIPTION = """\
 dsar-scheduler fulfils privacy access requests (CCPA right to know, GDPR Art. 15) against
@@ -25,6 +26,24 @@ org's cost budget, and stores every result file, verified, before it expires.
 Configuration: environment variables (DSAR_*, AMPLITUDE_API_KEY, AMPLITUDE_SECRET_KEY) or the
 same keys in config/dsar.toml (or DSAR_CONFIG_FILE). See README.md.
 """
+
+
+def _log_secrets(settings: Settings) -> dict[str, Any]:
+    """What the log scrubber cuts out of every line: the credentials and a database password."""
+    from sqlalchemy.engine import make_url
+
+    key = settings.amplitude_api_key.get_secret_value() if settings.amplitude_api_key else None
+    secret = (
+        settings.amplitude_secret_key.get_secret_value() if settings.amplitude_secret_key else None
+    )
+    try:
+        password = make_url(settings.database_url).password
+    except Exception:  # an unparseable URL fails later, with its own message
+        password = None
+    return {
+        "secrets": [key, secret, str(password) if password else None],
+        "auth_pairs": [(key, secret)] if key and secret else [],
+    }
 
 
 def _out(text: str = "", stream: TextIO | None = None) -> None:
@@ -56,7 +75,10 @@ def cmd_tick(settings: Settings, _args: argparse.Namespace) -> int:
 
     app = build_app(settings)
     try:
-        app.storage.cleanup_partials()
+        try:
+            app.storage.cleanup_partials()
+        except StorageError as exc:  # the tick reports storage trouble itself
+            _out(f"dsar: cannot clean up temporaries: {exc}", sys.stderr)
         report = app.tick()
     finally:
         app.close()
@@ -133,6 +155,33 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _operate(settings: Settings, args: argparse.Namespace, action: str) -> int:
+    from sqlalchemy.orm import sessionmaker
+
+    from . import operations
+    from .clock import SystemClock
+    from .db import make_engine
+    from .ledger import Ledger
+
+    engine = make_engine(settings.database_url)
+    try:
+        ledger = Ledger(sessionmaker(engine, expire_on_commit=False), settings.budget_limit)
+        act = operations.retry if action == "retry" else operations.cancel
+        outcome = act(ledger, args.request_id, SystemClock().now(), args.reason)
+    finally:
+        engine.dispose()
+    _out(outcome.message, None if outcome.ok else sys.stderr)
+    return 0 if outcome.ok else 1
+
+
+def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    return _operate(settings, args, "retry")
+
+
+def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    return _operate(settings, args, "cancel")
+
+
 def cmd_demo(_settings: Settings | None, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -206,6 +255,25 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
+    for verb, func, text in (
+        (
+            "retry",
+            cmd_retry,
+            "put a dead, failed, expired or cancelled request back in the queue "
+            "(its retry limits start again); refused for any other state",
+        ),
+        (
+            "cancel",
+            cmd_cancel,
+            "stop all work on a request not yet stored (Amplitude's API cannot cancel "
+            "a remote job: it is left to run, its results are not fetched)",
+        ),
+    ):
+        operate = sub.add_parser(verb, help=text, description=text)
+        operate.add_argument("request_id", type=int, help="a request id (dsar_requests.id)")
+        operate.add_argument("--reason", help="why, for the audit trail")
+        operate.set_defaults(func=func)
+
     demo = sub.add_parser(
         "demo",
         help="the main job on the embedded default: SQLite, local "
@@ -231,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo, needs_settings=False)
 
+    from .simulate.command import register as register_simulate
+
+    register_simulate(sub)  # dsar simulate: its own settings, never the environment's
+
     health = sub.add_parser(
         "healthcheck",
         help="exit 0 if the local daemon's /healthz is OK (for container HEALTHCHECK)",
@@ -245,11 +317,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = None if args.__dict__.get("needs_settings") is False else load_settings()
         if settings is not None:
-            configure(settings.log_format, settings.log_level)
+            configure(
+                settings.log_format,
+                settings.log_level,
+                subject_ids=settings.log_subject_ids,
+                **_log_secrets(settings),
+            )
         code: int = args.func(settings, args)
     except ConfigError as exc:
         _out(f"dsar: {exc}", sys.stderr)
         return 2
+    except StorageError as exc:  # e.g. the bucket is missing at start: say so, no traceback
+        _out(f"dsar: storage: {exc}", sys.stderr)
+        return 1
     return code
 
 

@@ -14,7 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
+from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .storage import parse_s3_url
 
 DEFAULT_CONFIG_FILES = ("config/dsar.toml", "config/dsar.yaml", "config/dsar.yml")
 US_API = "https://amplitude.com/api/2/dsar/requests"
@@ -94,13 +97,26 @@ class Settings(BaseSettings):
 
     database_url: str = Field(default="sqlite:///./data/dsar.db", repr=False)
     storage_url: str = "file://./data/files"
+    #: s3:// storage only: encryption of every object written (none: the bucket's default),
+    #: the KMS key for aws:kms (none: the account's aws/s3 key), an S3-compatible endpoint.
+    s3_sse: Literal["AES256", "aws:kms"] | None = None
+    s3_kms_key_id: str | None = None
+    s3_endpoint_url: str | None = None
     amplitude_api_key: SecretStr | None = Field(default=None, alias="AMPLITUDE_API_KEY")
     amplitude_secret_key: SecretStr | None = Field(default=None, alias="AMPLITUDE_SECRET_KEY")
     api_base_url: str = US_API
     tick_interval_seconds: float = Field(default=1800, gt=0)
     cost_budget_per_hour: int = Field(default=14400, gt=0)
     budget_fraction: float = Field(default=0.8, gt=0, le=1)
-    submit_batch_size: int = Field(default=20, ge=0)
+    #: Most new requests per tick; unset: 20 under the baseline policy (the seed's plan), and
+    #: what the budget carries under the planner.
+    submit_batch_size: int | None = Field(default=None, ge=0)
+    #: ``planner``: budget-aware polling and submission (planner.py); ``baseline``: the seed's
+    #: plan, every outstanding request polled every DSAR_POLL_INTERVAL_SECONDS, 20 per tick.
+    policy: Literal["planner", "baseline"] = "planner"
+    #: Planner: the longest a submitted request goes without a poll (so a finished result is
+    #: seen this soon, and fetched long before its 2-day expiry).
+    max_poll_gap_seconds: float = Field(default=8 * 3600, gt=0, le=24 * 3600)
     metrics_port: int = Field(default=9471, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     log_format: Literal["json", "console"] = "json"
@@ -122,6 +138,14 @@ class Settings(BaseSettings):
     completion_sla_seconds: float = Field(default=3 * 86400, gt=0)
     #: Fetch no file whose result expires sooner than this; resubmit instead.
     expiry_margin_seconds: float = Field(default=300, ge=0)
+    #: First retry delay after a transient error (a file, a submit, a poll); doubles per
+    #: attempt with jitter, capped at 30 minutes (a poll's at the poll interval).
+    retry_base_seconds: float = Field(default=60, gt=0)
+    #: On SIGTERM, wait this long for a running tick to stop, then exit anyway (exit code 1);
+    #: a partial download never sits under its final name, and the next start resumes it.
+    shutdown_grace_seconds: float = Field(default=30, ge=0)
+    #: Write subjects' Amplitude IDs to the logs (off: they are scrubbed from every log line).
+    log_subject_ids: bool = False
 
     @classmethod
     def settings_customise_sources(
@@ -151,6 +175,27 @@ class Settings(BaseSettings):
     def _storage_url(cls, value: str) -> str:
         if not value.startswith(("file://", "s3://")):
             raise ValueError("must start with file:// or s3://")
+        if value.startswith("s3://"):
+            parse_s3_url(value)  # a bad bucket or prefix stops the start, naming the key
+        return value
+
+    @field_validator("s3_sse", "s3_kms_key_id", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _s3_empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # compose's ${DSAR_S3_SSE:-} passes ""
+
+    @field_validator("s3_kms_key_id")
+    @classmethod
+    def _s3_kms_key_needs_kms(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("s3_sse") != "aws:kms":
+            raise ValueError("only valid with DSAR_S3_SSE=aws:kms")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
         return value
 
     @model_validator(mode="after")

@@ -7,7 +7,9 @@ processes); the tick lease in the ledger keeps replicas from running ticks toget
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,7 @@ from .logs import get_logger
 from .ops_http import OpsServer
 
 log = get_logger("dsar.daemon")
+TICK_JOB = "dsar-tick"
 
 
 class Daemon:
@@ -59,18 +62,45 @@ class Daemon:
 
     def _tick(self) -> None:
         self.ticking_since = time.monotonic()
+        report = None
         try:
-            self.app.tick(stop=self.stop_event)
+            report = self.app.tick(stop=self.stop_event)
         except Exception:  # the tick logs its own failures; never let one kill the scheduler
             log.exception("tick.crashed")
         finally:
             self.ticking_since = None
             self.last_tick_end = time.monotonic()
+        if report is not None and report.wake_at is not None:
+            self._wake_early(report.wake_at)
+
+    def _wake_early(self, wake_at: datetime) -> None:
+        """Bring the next tick forward to ``wake_at`` (the app clock's time) when that is
+        before the next regular one: a required poll or a retry falling due, or budget coming
+        back into the rolling hour after a tick stopped on a full window (which would
+        otherwise wait half an hour and leave that budget unspent). The interval then counts
+        from that tick."""
+        if self.stop_event.is_set():
+            return
+        speed = float(getattr(self.app.clock, "speed", 1.0))  # the demo's ScaledClock
+        delay = max(0.0, (wake_at - self.app.clock.now()).total_seconds() / speed)
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        try:
+            job = self.scheduler.get_job(TICK_JOB)
+            if job is None or job.next_run_time is None or when >= job.next_run_time:
+                return
+            job.modify(next_run_time=when)
+        except Exception:  # the scheduler is shutting down: nothing to bring forward
+            return
+        log.info("tick.wake_early", in_seconds=round(delay, 1))
 
     def start(self, serve_metrics: bool = True) -> None:
-        removed = self.app.storage.cleanup_partials()
-        if removed:
-            log.info("storage.partials_removed", count=removed)
+        try:
+            removed = self.app.storage.cleanup_partials()
+        except Exception as exc:  # storage down at boot: ticks report it and retry
+            log.error("storage.cleanup_failed", error=str(exc)[:300])
+        else:
+            if removed:
+                log.info("storage.partials_removed", count=removed)
         if serve_metrics:
             settings = self.app.settings
             self.ops = OpsServer(
@@ -86,7 +116,7 @@ class Daemon:
         self.scheduler.add_job(
             self._tick,
             IntervalTrigger(seconds=self.interval, timezone=UTC),
-            id="dsar-tick",
+            id=TICK_JOB,
             name="dsar tick",
             max_instances=1,
             coalesce=True,
@@ -97,15 +127,31 @@ class Daemon:
         self.scheduler.start()
         log.info("daemon.started", interval_seconds=self.interval, owner=self.app.owner)
 
-    def stop(self) -> None:
+    def stop(self, grace_seconds: float | None = None) -> bool:
         """Stop scheduling, let a running tick notice and end (it aborts a download
-        mid-stream, which leaves only a temporary file that is removed)."""
+        mid-stream, which leaves only a temporary file that is removed). Waits at most
+        ``grace_seconds`` (DSAR_SHUTDOWN_GRACE_SECONDS) for it; ``False`` if it is still
+        running then (stuck in a call that does not look at the stop flag)."""
+        grace = self.app.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         self.stop_event.set()
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            self.scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + grace
+        while self.ticking_since is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped = self.ticking_since is None
         if self.ops is not None:
             self.ops.stop()
-        log.info("daemon.stopped")
+        if stopped:
+            log.info("daemon.stopped")
+        else:
+            log.error(
+                "daemon.shutdown_grace_exceeded",
+                grace_seconds=grace,
+                note="exiting with the tick still running; a partial download is only a "
+                "temporary file, removed at the next start",
+            )
+        return stopped
 
     def run_forever(self) -> None:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -119,4 +165,10 @@ class Daemon:
             while not self.stop_event.wait(0.5):
                 pass
         finally:
-            self.stop()
+            stopped = self.stop()
+        if not stopped:
+            # The tick's thread cannot be interrupted and the interpreter would wait for it
+            # at exit: leave now, as a SIGKILL after the orchestrator's grace would anyway.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)

@@ -108,8 +108,15 @@ class Request(Base):
     #: When this request next needs work (a poll, a retry after an error): the due index.
     next_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     storage_prefix: Mapped[str | None] = mapped_column(String(255))
+    #: When Amplitude last answered a status poll of the current remote request with "not
+    #: finished yet" (left as it was when the poll saw ``done``: the job finished in between).
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_dsar_requests_state_next", "state", "next_action_at"),)
+    __table_args__ = (
+        Index("ix_dsar_requests_state_next", "state", "next_action_at"),
+        # the planner's completion-time samples: requests done recently
+        Index("ix_dsar_requests_done_at", "done_at"),
+    )
 
 
 class File(Base):
@@ -132,7 +139,11 @@ class File(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (UniqueConstraint("request_id", "remote_request_id", "output_index"),)
+    __table_args__ = (
+        UniqueConstraint("request_id", "remote_request_id", "output_index"),
+        # pending files among millions of stored ones
+        Index("ix_dsar_files_state_next", "state", "next_attempt_at"),
+    )
 
 
 class ApiCall(Base):
@@ -145,9 +156,17 @@ class ApiCall(Base):
     cost: Mapped[int] = mapped_column(Integer)
     reserved_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The cost counts in the rolling hour after this moment: the reservation, moved to the
+    #: call's end when it finishes (Amplitude charged it somewhere in between, so the ledger
+    #: never frees a cost before Amplitude does).
+    counted_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status_code: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(32), default="reserved")
     request_id: Mapped[int | None] = mapped_column(Integer)
+
+    # The budget query reads only this index (a range scan over the last hour), however many
+    # rows the call ledger holds.
+    __table_args__ = (Index("ix_dsar_api_calls_counted_at_cost", "counted_at", "cost"),)
 
 
 class Event(Base):
@@ -212,6 +231,8 @@ LEFT JOIN dsar_requests r ON r.queue_id = q.id
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine that serialises SQLite writers (``BEGIN IMMEDIATE``) and survives DB restarts."""
     parsed = make_url(url)
+    # Error messages and tracebacks must not carry row values (subjects' IDs) into logs.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +253,9 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        # SQLite stores whatever upstream inserts, invalid UTF-8 included; reading such a row
+        # must give a rejection, not an exception that stops every tick at admission.
+        dbapi_connection.text_factory = _lenient_text
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
@@ -242,6 +266,10 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, delete, func, or_, select, update
+from sqlalchemy import String, and_, case, cast, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +37,35 @@ class CallTicket:
     id: int
     kind: str
     cost: int
+    reserved_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PollCandidate:
+    """A submitted request, read for polling (columns only, no ORM object)."""
+
+    id: int
+    remote_request_id: int
+    submitted_at: datetime
+    last_polled_at: datetime | None
+    next_action_at: datetime | None
+    polls: int
+    errors: int
+    failures: int
+    months: int
+
+
+@dataclass(frozen=True)
+class CompletionSample:
+    """A request done recently: how long Amplitude took, and how many files it gave."""
+
+    #: Submission to the finish, the finish taken halfway between the last poll that saw the
+    #: job running and the one that saw it done.
+    seconds: float
+    files: int
+    months: int
+    #: From that finish to the poll that saw it (half the gap between the two polls).
+    seen_after: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +119,7 @@ class Ledger:
     def _spent(session: Session, now: datetime) -> int:
         total = session.scalar(
             select(func.coalesce(func.sum(ApiCall.cost), 0)).where(
-                ApiCall.reserved_at > now - WINDOW
+                ApiCall.counted_at > now - WINDOW
             )
         )
         return int(total or 0)
@@ -127,11 +156,16 @@ class Ledger:
             if self._spent(session, now) + cost > self.budget_limit:
                 return None
             call = ApiCall(
-                kind=kind, cost=cost, reserved_at=now, request_id=request_id, outcome="reserved"
+                kind=kind,
+                cost=cost,
+                reserved_at=now,
+                counted_at=now,
+                request_id=request_id,
+                outcome="reserved",
             )
             session.add(call)
             session.flush()
-            return CallTicket(id=call.id, kind=kind, cost=cost)
+            return CallTicket(id=call.id, kind=kind, cost=cost, reserved_at=now)
 
     def finish_call(
         self, ticket: CallTicket, outcome: str, status_code: int | None, now: datetime
@@ -140,8 +174,40 @@ class Ledger:
             session.execute(
                 update(ApiCall)
                 .where(ApiCall.id == ticket.id)
-                .values(outcome=outcome, status_code=status_code, finished_at=now)
+                .values(outcome=outcome, status_code=status_code, finished_at=now, counted_at=now)
             )
+
+    def release_call(self, ticket: CallTicket, now: datetime) -> None:
+        """The reserved call was not sent after all: it costs nothing."""
+        with write_transaction(self.sessions, lock=BUDGET_LOCK) as session:
+            session.execute(
+                update(ApiCall)
+                .where(ApiCall.id == ticket.id)
+                .values(cost=0, outcome="not_sent", finished_at=now)
+            )
+
+    def mark_unknown_calls(self, now: datetime) -> list[tuple[str, int]]:
+        """Reservations a stopped process left without an outcome become ``unknown``.
+
+        Call only while holding the tick lease and before reserving anything: every
+        ``reserved`` row is then from an earlier tick that died between reserving a call and
+        recording its answer. Whether the call reached Amplitude cannot be known, so its cost
+        stays counted (the safe side for the budget). Returns (kind, cost) of each."""
+        recent = now - 2 * WINDOW  # older reservations no longer count towards any window
+        with write_transaction(self.sessions, lock=BUDGET_LOCK) as session:
+            rows = session.execute(
+                select(ApiCall.id, ApiCall.kind, ApiCall.cost).where(
+                    ApiCall.outcome == "reserved", ApiCall.reserved_at > recent
+                )
+            ).all()
+            if rows:
+                session.execute(
+                    update(ApiCall)
+                    .where(ApiCall.id.in_([r.id for r in rows]))
+                    # counted from now: Amplitude charged it at some moment before this one
+                    .values(outcome="unknown", finished_at=now, counted_at=now)
+                )
+            return [(str(r.kind), int(r.cost)) for r in rows]
 
     def set_backoff(self, until: datetime, now: datetime, reason: str) -> None:
         """Stop every replica's calls until ``until`` (never shortens a longer backoff)."""
@@ -173,8 +239,17 @@ class Ledger:
 
     # -- the tick lease ----------------------------------------------------------------------
 
-    def acquire_lease(self, owner: str, now: datetime, ttl: timedelta) -> bool:
-        """Take or renew the tick lease; ``False`` if another live owner holds it."""
+    def acquire_lease(
+        self,
+        owner: str,
+        now: datetime,
+        ttl: timedelta,
+        holder_gone: Callable[[str], bool] | None = None,
+    ) -> bool:
+        """Take or renew the tick lease; ``False`` if another live owner holds it.
+
+        ``holder_gone(owner)`` may say that the holder certainly no longer runs (killed on
+        this host, see ``liveness``): its lease is taken over without waiting for the TTL."""
         with write_transaction(self.sessions, lock=TICK_LEASE) as session:
             row = session.get(ServiceState, TICK_LEASE)
             if row is None:
@@ -182,7 +257,12 @@ class Ledger:
                     ServiceState(key=TICK_LEASE, value=owner, until=now + ttl, updated_at=now)
                 )
                 return True
-            if row.value == owner or row.until is None or row.until <= now:
+            if (
+                row.value == owner
+                or row.until is None
+                or row.until <= now
+                or (holder_gone is not None and row.value is not None and holder_gone(row.value))
+            ):
                 row.value, row.until, row.updated_at = owner, now + ttl, now
                 return True
             return False
@@ -551,6 +631,297 @@ class Ledger:
             file.last_error, file.next_attempt_at = error[:500], retry_at
             return file.attempts
 
+    # -- planning and batched calls ----------------------------------------------------------
+
+    def reserve_many(
+        self, kind: str, cost: int, now: datetime, request_ids: Sequence[int | None]
+    ) -> list[CallTicket]:
+        """Reserve one call of ``cost`` per entry of ``request_ids``, in order, as many as fit
+        (none during a 429 backoff): one transaction, one budget query."""
+        if not request_ids:
+            return []
+        with write_transaction(self.sessions, lock=BUDGET_LOCK) as session:
+            if self._backoff(session, now) is not None:
+                return []
+            room = self.budget_limit - self._spent(session, now)
+            fit = len(request_ids) if cost <= 0 else max(0, min(len(request_ids), room // cost))
+            if fit == 0:
+                return []
+            ids = session.scalars(
+                insert(ApiCall).returning(ApiCall.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "kind": kind,
+                        "cost": cost,
+                        "reserved_at": now,
+                        "counted_at": now,
+                        "request_id": request_id,
+                        "outcome": "reserved",
+                    }
+                    for request_id in request_ids[:fit]
+                ],
+            ).all()
+        return [CallTicket(id=i, kind=kind, cost=cost, reserved_at=now) for i in ids]
+
+    @staticmethod
+    def _finish_calls(
+        session: Session,
+        calls: Sequence[tuple[CallTicket, str, int | None]],
+        now: datetime,
+    ) -> None:
+        if calls:
+            session.execute(
+                update(ApiCall),
+                [
+                    {
+                        "id": ticket.id,
+                        "outcome": outcome,
+                        "status_code": code,
+                        "finished_at": now,
+                        "counted_at": now,
+                    }
+                    for ticket, outcome, code in calls
+                ],
+            )
+
+    def finish_calls(
+        self, calls: Sequence[tuple[CallTicket, str, int | None]], now: datetime
+    ) -> None:
+        """Record the outcome of several calls at once (``finish_call`` for each)."""
+        if calls:
+            with write_transaction(self.sessions) as session:
+                self._finish_calls(session, calls, now)
+
+    def release_calls(self, tickets: Sequence[CallTicket], now: datetime) -> None:
+        """Reservations that were not sent after all: they cost nothing."""
+        if tickets:
+            with write_transaction(self.sessions, lock=BUDGET_LOCK) as session:
+                session.execute(
+                    update(ApiCall),
+                    [
+                        {"id": t.id, "cost": 0, "outcome": "not_sent", "finished_at": now}
+                        for t in tickets
+                    ],
+                )
+
+    def settle(
+        self,
+        now: datetime,
+        calls: Sequence[tuple[CallTicket, str, int | None]],
+        running: Sequence[tuple[int, int, datetime]],
+        stored: Sequence[tuple[int, int, str, int]],
+    ) -> None:
+        """One transaction for a chunk of calls: each call's outcome; ``running`` (request
+        id, polls, next poll) were seen still running now; ``stored`` (file id, bytes,
+        sha256, events) were stored and verified."""
+        with write_transaction(self.sessions) as session:
+            self._finish_calls(session, calls, now)
+            if running:
+                session.execute(
+                    update(Request),
+                    [
+                        {
+                            "id": rid,
+                            "polls": polls,
+                            "errors": 0,
+                            "last_polled_at": now,
+                            "next_action_at": next_at,
+                            "updated_at": now,
+                        }
+                        for rid, polls, next_at in running
+                    ],
+                )
+            if stored:
+                session.execute(
+                    update(File),
+                    [
+                        {
+                            "id": file_id,
+                            "state": "stored",
+                            "bytes": size,
+                            "sha256": sha256,
+                            "event_count": events,
+                            "stored_at": now,
+                            "last_error": None,
+                            "next_attempt_at": None,
+                        }
+                        for file_id, size, sha256, events in stored
+                    ],
+                )
+
+    def submitted(self, ids: Sequence[int]) -> list[Request]:
+        """The requests among ``ids`` still ``submitted``, in the order of ``ids``."""
+        if not ids:
+            return []
+        with self.sessions() as session:
+            found = {
+                r.id: r
+                for r in session.scalars(
+                    select(Request).where(Request.id.in_(ids), Request.state == State.SUBMITTED)
+                )
+            }
+        return [found[i] for i in ids if i in found]
+
+    def poll_candidates(self, due_by: datetime | None = None) -> list[PollCandidate]:
+        """Submitted requests (only those due by ``due_by`` if given), as plain rows."""
+        query = select(
+            Request.id,
+            Request.remote_request_id,
+            Request.submitted_at,
+            Request.last_polled_at,
+            Request.next_action_at,
+            Request.polls,
+            Request.errors,
+            Request.failures,
+            Request.start_date,
+            Request.end_date,
+            Request.updated_at,
+        ).where(Request.state == State.SUBMITTED)
+        if due_by is not None:
+            query = query.where(
+                or_(Request.next_action_at.is_(None), Request.next_action_at <= due_by)
+            ).order_by(Request.next_action_at, Request.id)
+        with self.sessions() as session:
+            rows = session.execute(query).all()
+        return [
+            PollCandidate(
+                id=row.id,
+                remote_request_id=row.remote_request_id,
+                submitted_at=row.submitted_at or row.updated_at,
+                last_polled_at=row.last_polled_at,
+                next_action_at=row.next_action_at,
+                polls=row.polls,
+                errors=row.errors,
+                failures=row.failures,
+                months=_months(row.start_date, row.end_date),
+            )
+            for row in rows
+        ]
+
+    def completion_samples(self, since: datetime, limit: int) -> list[CompletionSample]:
+        """Requests that Amplitude finished after ``since`` (most recent first)."""
+        files = (
+            select(func.count())
+            .select_from(File)
+            .where(
+                File.request_id == Request.id, File.remote_request_id == Request.remote_request_id
+            )
+            .scalar_subquery()
+        )
+        with self.sessions() as session:
+            rows = session.execute(
+                select(
+                    Request.submitted_at,
+                    Request.last_polled_at,
+                    Request.done_at,
+                    Request.start_date,
+                    Request.end_date,
+                    files.label("files"),
+                )
+                .where(Request.done_at > since, Request.submitted_at.is_not(None))
+                .order_by(Request.done_at.desc())
+                .limit(limit)
+            ).all()
+        out = []
+        for row in rows:
+            seen = row.last_polled_at or row.submitted_at
+            finished = seen + (row.done_at - seen) / 2
+            out.append(
+                CompletionSample(
+                    seconds=max(0.0, (finished - row.submitted_at).total_seconds()),
+                    files=int(row.files or 0),
+                    months=_months(row.start_date, row.end_date),
+                    seen_after=max(0.0, (row.done_at - finished).total_seconds()),
+                )
+            )
+        return out
+
+    def submit_head_months(self, now: datetime, limit: int) -> list[int]:
+        """Months in the date ranges of the next requests to submit."""
+        priority = case(
+            {State.FAILED.value: 0, State.EXPIRED.value: 0}, value=Request.state, else_=1
+        )
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Request.start_date, Request.end_date)
+                .where(
+                    Request.state.in_(SUBMITTABLE),
+                    or_(Request.next_action_at.is_(None), Request.next_action_at <= now),
+                )
+                .order_by(priority, Request.id)
+                .limit(limit)
+            ).all()
+        return [_months(row.start_date, row.end_date) for row in rows]
+
+    def freed_by(self, now: datetime, when: datetime) -> int:
+        """Cost counted now that no longer counts at ``when`` (it leaves the rolling hour)."""
+        with self.sessions() as session:
+            total = session.scalar(
+                select(func.coalesce(func.sum(ApiCall.cost), 0)).where(
+                    ApiCall.counted_at > now - WINDOW, ApiCall.counted_at <= when - WINDOW
+                )
+            )
+        return int(total or 0)
+
+    def budget_frees_at(self, now: datetime, amount: int) -> datetime | None:
+        """When at least ``amount`` more cost fits than fits now (``None``: it fits now, or
+        it never will by calls leaving the window)."""
+        if self.budget_limit - self.spent(now) >= amount:
+            return None
+        with self.sessions() as session:
+            rows = session.execute(
+                select(ApiCall.counted_at, ApiCall.cost)
+                .where(ApiCall.counted_at > now - WINDOW, ApiCall.cost > 0)
+                .order_by(ApiCall.counted_at)
+                .limit(max(1, amount))
+            ).all()
+        freed = 0
+        for row in rows:
+            freed += int(row.cost)
+            if freed >= amount:
+                counted_at: datetime = row.counted_at
+                return counted_at + WINDOW
+        return None
+
+    def next_due(self, now: datetime) -> datetime | None:
+        """The earliest time a request or file has work scheduled after ``now``: a required
+        poll, a retry of a poll, a submission or a file."""
+        with self.sessions() as session:
+            request_due = session.scalar(
+                select(func.min(Request.next_action_at)).where(
+                    Request.state.in_([State.SUBMITTED, *SUBMITTABLE]),
+                    Request.next_action_at > now,
+                )
+            )
+            file_due = session.scalar(
+                select(func.min(File.next_attempt_at))
+                .join(
+                    Request,
+                    and_(
+                        File.request_id == Request.id,
+                        File.remote_request_id == Request.remote_request_id,
+                    ),
+                )
+                .where(
+                    File.state == "pending",
+                    File.next_attempt_at > now,
+                    Request.state.in_((State.DONE, State.FETCHING)),
+                )
+            )
+        times = [t for t in (_aware(request_due), _aware(file_due)) if t is not None]
+        return min(times) if times else None
+
+    def previous_tick_start(self, tick_id: int) -> datetime | None:
+        with self.sessions() as session:
+            return _aware(
+                session.scalar(
+                    select(Tick.started_at)
+                    .where(Tick.id < tick_id, Tick.outcome != "skipped")
+                    .order_by(Tick.id.desc())
+                    .limit(1)
+                )
+            )
+
     # -- views -------------------------------------------------------------------------------
 
     def expiring(self, before: datetime) -> list[Request]:
@@ -612,6 +983,16 @@ class Ledger:
                 rate_limited_until=self._backoff(session, now),
             )
 
+    def request_cost(self, request_id: int) -> tuple[int, int]:
+        """(calls, cost) spent on one request, as far as the call ledger still holds them."""
+        with self.sessions() as session:
+            calls, cost = session.execute(
+                select(func.count(), func.coalesce(func.sum(ApiCall.cost), 0)).where(
+                    ApiCall.request_id == request_id
+                )
+            ).one()
+            return int(calls or 0), int(cost or 0)
+
     def is_final(self, request_id: int) -> bool:
         request = self.get(request_id)
         return request is not None and State(request.state) in FINAL
@@ -626,6 +1007,14 @@ class Ledger:
                 return row.id
         except IntegrityError:
             return None
+
+
+def _months(start: date | None, end: date | None) -> int:
+    """Calendar months a date range touches (Amplitude writes about one file per month and
+    project)."""
+    if start is None or end is None:
+        return 1
+    return max(1, (end.year - start.year) * 12 + end.month - start.month + 1)
 
 
 def _aware(value: datetime | None) -> datetime | None:

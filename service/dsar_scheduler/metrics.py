@@ -35,6 +35,25 @@ class Metrics:
             registry=r,
         )
         self.rate_limited = Counter("dsar_rate_limited", "429 responses received", registry=r)
+        self.api_errors = Counter(
+            "dsar_api_errors",
+            "Failed calls by kind (submit, status, fetch, download) and cause (timeout, "
+            "connection, server_error, malformed, oversized, bad_status, rate_limited, ...)",
+            ["kind", "cause"],
+            registry=r,
+        )
+        self.step_failures = Counter(
+            "dsar_request_step_failures",
+            "Unexpected errors while working on one request (the others went on)",
+            ["step"],
+            registry=r,
+        )
+        self.calls_unknown = Counter(
+            "dsar_api_calls_unknown_outcome",
+            "Reservations left without an outcome by a stopped process (counted as spent)",
+            ["kind"],
+            registry=r,
+        )
         self.budget_deferrals = Counter(
             "dsar_budget_deferrals",
             "Ticks that stopped calling the API because the budget window was full",

@@ -33,8 +33,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
         {State.FETCHING, State.STORED, State.EXPIRED, State.DEAD, State.CANCELLED}
     ),
     State.FETCHING: frozenset({State.STORED, State.EXPIRED, State.DEAD, State.CANCELLED}),
-    State.FAILED: frozenset({State.SUBMITTING, State.DEAD, State.CANCELLED}),
-    State.EXPIRED: frozenset({State.SUBMITTING, State.DEAD, State.CANCELLED}),
+    # QUEUED from FAILED or EXPIRED: only by an operator's retry (its limits reset)
+    State.FAILED: frozenset({State.SUBMITTING, State.DEAD, State.CANCELLED, State.QUEUED}),
+    State.EXPIRED: frozenset({State.SUBMITTING, State.DEAD, State.CANCELLED, State.QUEUED}),
     State.DEAD: frozenset({State.QUEUED}),  # only by an operator's retry
     State.CANCELLED: frozenset({State.QUEUED}),  # only by an operator's retry
     State.STORED: frozenset(),

@@ -12,7 +12,7 @@ from sqlalchemy.orm import sessionmaker
 
 from .clock import SystemClock
 from .config import Settings
-from .db import File
+from .db import File, Request
 from .ledger import Ledger
 from .states import State
 
@@ -92,6 +92,7 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
         }
         for e in ledger.events(request_id)
     ]
+    calls, cost = ledger.request_cost(request_id)
     data: dict[str, Any] = {
         "request_id": request.id,
         "queue_id": request.queue_id,
@@ -107,6 +108,11 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
         "storage_prefix": request.storage_prefix,
         "expires_at": request.expires_at,
         "stored_at": request.stored_at,
+        "errors_in_a_row": request.errors,
+        "next_action_at": request.next_action_at,
+        "api_calls": calls,
+        "api_cost": cost,
+        "next": _next_step(request, files),
         "history": history,
         "files": [_file(f) for f in files],
     }
@@ -116,8 +122,19 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
         f"request {request.id} (queue row {request.queue_id}, "
         f"external_ref {request.external_ref or '-'}): {request.state}"
     ]
+    if request.amplitude_id is not None:
+        lines.append(
+            f"  subject: amplitude_id {request.amplitude_id}, "
+            f"{request.start_date} .. {request.end_date}"
+        )
     if request.reason:
         lines.append(f"  reason: {request.reason}")
+    lines.append(f"  next: {data['next']}")
+    lines.append(
+        f"  {request.submissions} submission(s), {request.failures} failure(s), "
+        f"{request.expiries} expiry(ies), {request.errors} error(s) in a row; "
+        f"{calls} API call(s) costing {cost}"
+    )
     lines.append("history:")
     lines += [
         f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from'] or '-':>10} -> {h['to']:<10} {h['reason']}"
@@ -130,6 +147,33 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
             for f in files
         ]
     return "\n".join(lines)
+
+
+def _next_step(request: Request, files: list[File]) -> str:
+    """What happens to the request next, in a sentence, from its state and bookkeeping."""
+    state = State(request.state)
+    due = request.next_action_at
+    later = f" (not before {due:%Y-%m-%d %H:%M:%S} UTC)" if due is not None else ""
+    current = [f for f in files if f.remote_request_id == request.remote_request_id]
+    pending = [f for f in current if f.state != "stored"]
+    if state in (State.QUEUED, State.FAILED, State.EXPIRED):
+        return f"waits to be submitted{later}, when the budget allows"
+    if state is State.SUBMITTING:
+        return "a submission was under way; if the process stopped, the next tick resubmits"
+    if state is State.SUBMITTED:
+        return f"polled for completion at Amplitude{later}"
+    if state in (State.DONE, State.FETCHING):
+        return (
+            f"{len(pending)} of {len(current)} file(s) still to download before the results "
+            f"expire at {request.expires_at}"
+        )
+    if state is State.STORED:
+        return f"nothing: every file is stored under {request.storage_prefix}/"
+    if state is State.REJECTED:
+        return "nothing: correct the queue row upstream and insert a new one"
+    if state is State.DEAD:
+        return "nothing until an operator runs `dsar retry ID`"
+    return "nothing: cancelled (`dsar retry ID` queues it again)"
 
 
 def _file(f: File) -> dict[str, Any]:

@@ -9,17 +9,21 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
+from . import planner as planning
 from .amplitude import AmplitudeClient, ApiError, ErrorKind
 from .backoff import backoff_delay
 from .clock import Clock
 from .config import Settings
 from .db import File, Request
 from .ledger import CallTicket, Ledger, Transition
+from .liveness import holder_is_gone
 from .logs import get_logger
 from .manifest import MANIFEST_NAME, build_manifest
 from .metrics import Metrics
@@ -33,9 +37,23 @@ log = get_logger("dsar.tick")
 ADMIT_BATCH = 500
 MAX_ADMIT_BATCHES = 20
 PAGE = 200
+#: Calls reserved together in one budget transaction (polls, submissions).
+CHUNK = 100
+#: A batch reservation not used within this long is released and taken again: an unsent
+#: reservation must not age out of the rolling hour before its call is made.
+STALE_RESERVATION = timedelta(minutes=10)
+#: Completion times the planner learns from: requests done within this window, most recent.
+SAMPLE_WINDOW = timedelta(days=14)
+MAX_SAMPLES = 5000
+#: Daemon wake-ups sooner than the tick interval: not sooner than this after a tick, and for a
+#: full budget window only once this share of the limit has left it.
+MIN_WAKE = timedelta(seconds=60)
+WAKE_BUDGET_SHARE = 0.05
 LEASE_TTL = timedelta(minutes=10)
 LEASE_RENEW_EVERY = 30.0  # seconds of wall time
 COST = {"submit": 8, "status": 1, "fetch": 1}
+#: The seed's plan: this many submissions per tick (DSAR_SUBMIT_BATCH_SIZE overrides).
+BASELINE_BATCH = 20
 
 
 class StopTick(Exception):
@@ -58,6 +76,10 @@ class TickReport:
     dead: int = 0
     stopped_by: str | None = None
     errors: list[str] = field(default_factory=list)
+    #: The planner's figures for this tick (planner policy).
+    plan: dict[str, float | int] | None = None
+    #: When there is work again before the next regular tick (the daemon may wake then).
+    wake_at: datetime | None = None
 
     def summary(self) -> dict[str, Any]:
         """The counts that are not zero, without the outcome (logged beside it)."""
@@ -101,19 +123,24 @@ class Tick:
         self.report = TickReport()
         self._renewed = 0.0
         self._storage_broken = False
+        self._tick_id: int | None = None
+        self._batch: _Batch | None = None
+        self._plan: planning.Plan | None = None
+        self._interval_s = settings.tick_interval_seconds
 
     # -- the tick ------------------------------------------------------------------------
 
     def run(self) -> TickReport:
         started = time.monotonic()
         now = self.clock.now()
-        if not self.ledger.acquire_lease(self.owner, now, LEASE_TTL):
+        if not self.ledger.acquire_lease(self.owner, now, LEASE_TTL, holder_is_gone):
             self.report.outcome = "skipped"
             log.info("tick.skipped", reason="another replica holds the tick lease")
             self.metrics.ticks.labels("skipped").inc()
             return self.report
         self._renewed = time.monotonic()
         tick_id = self.ledger.start_tick(self.owner, now)
+        self._tick_id = tick_id
         try:
             self._steps()
         except Exception as exc:
@@ -125,6 +152,7 @@ class Tick:
         return self.report
 
     def _steps(self) -> None:
+        self.settle_unknown_calls()
         self.admit()
         self.recover()
         self.complete_stored()
@@ -138,6 +166,8 @@ class Tick:
         except StopTick as stop:
             self.report.stopped_by = str(stop)
             log.info("tick.stopped_early", reason=str(stop))
+        if self.settings.policy == "planner":
+            self.report.wake_at = self._wake_at()
 
     def _close(self, tick_id: int, started: float) -> None:
         now = self.clock.now()
@@ -172,6 +202,12 @@ class Tick:
                     self.report.rejected += 1
                 else:
                     self.report.admitted += 1
+                    if self.settings.log_subject_ids:  # the operator asked for subjects in logs
+                        log.info(
+                            "request.admitted",
+                            request_id=request.id,
+                            amplitude_id=request.amplitude_id,
+                        )
             if len(rows) < ADMIT_BATCH:
                 return
 
@@ -210,6 +246,22 @@ class Tick:
                 next_action_at=None,
             )
 
+    def settle_unknown_calls(self) -> None:
+        """Calls an earlier, stopped process reserved but never recorded an answer for (it
+        died mid-call, or its database went away): their outcome is unknown, their cost stays
+        spent. We hold the lease and have reserved nothing yet, so none of them is live."""
+        unknown = self.ledger.mark_unknown_calls(self.clock.now())
+        for kind, _cost in unknown:
+            self.metrics.calls_unknown.labels(kind).inc()
+        if unknown:
+            log.warning(
+                "calls.outcome_unknown",
+                count=len(unknown),
+                cost=sum(cost for _, cost in unknown),
+                note="reserved by a process that stopped before recording the answer; "
+                "counted as spent",
+            )
+
     def complete_stored(self) -> None:
         for request in self.ledger.completed_unrecorded():
             self._store_if_complete(request)
@@ -219,28 +271,30 @@ class Tick:
         now = self.clock.now()
         margin = timedelta(seconds=self.settings.expiry_margin_seconds)
         for request in self.ledger.expiring(now + margin):
-            expiries = request.expiries + 1
-            if expiries > self.settings.max_expired_resubmits:
-                new, reason = (
-                    State.DEAD,
-                    (
-                        f"results expired unfetched {expiries} times; "
-                        "giving up (dsar retry to try again)"
-                    ),
-                )
+            self._expire_request(request, "results expired before every file was stored")
+
+    def _expire_request(self, request: Request, reason: str) -> None:
+        """The results are gone before every file was stored: resubmit, or give up."""
+        expiries = request.expiries + 1
+        if expiries > self.settings.max_expired_resubmits:
+            new = State.DEAD
+            reason = f"{reason}; expired unfetched {expiries} times, giving up (dsar retry ID)"
+        else:
+            new = State.EXPIRED
+        moved = self.ledger.move(
+            request.id,
+            {State.DONE, State.FETCHING},
+            new,
+            reason,
+            self.clock.now(),
+            expiries=expiries,
+            next_action_at=None,
+        )
+        if moved is not None:
+            if new is State.DEAD:
                 self.report.dead += 1
             else:
-                new, reason = State.EXPIRED, "results expired before every file was stored"
                 self.report.expired += 1
-            self.ledger.move(
-                request.id,
-                {State.DONE, State.FETCHING},
-                new,
-                reason,
-                now,
-                expiries=expiries,
-                next_action_at=None,
-            )
 
     # -- budget and liveness -------------------------------------------------------------
 
@@ -256,20 +310,83 @@ class Tick:
             raise StopTick("budget window full")
         return ticket
 
+    def _reserve_batch(self, kind: str, request_ids: list[int]) -> list[CallTicket]:
+        """Reserve calls for several requests in one transaction: as many as fit, at least
+        one (else the tick stops, as ``_reserve``)."""
+        if not request_ids:
+            return []
+        if self.stop.is_set():
+            raise StopTick("shutdown")
+        self._keep_lease()
+        tickets = self.ledger.reserve_many(
+            kind, COST[kind], self.clock.now(), list[int | None](request_ids)
+        )
+        if not tickets:
+            self._budget_full()
+        return tickets
+
+    def _budget_full(self) -> None:
+        if self.ledger.backoff_until(self.clock.now()) is not None:
+            raise StopTick("rate limited (backing off)")
+        self.metrics.budget_deferrals.inc()
+        raise StopTick("budget window full")
+
+    def _fresh(self, ticket: CallTicket) -> CallTicket | None:
+        """The ticket, or ``None`` (released; the call reserves anew) if it waited so long
+        that its cost would soon leave the rolling hour before the call is made."""
+        if ticket.reserved_at is None or self.clock.now() - ticket.reserved_at < STALE_RESERVATION:
+            return ticket
+        self._release([ticket])
+        return None
+
+    def _release(self, tickets: list[CallTicket]) -> None:
+        if tickets:
+            self.ledger.release_calls(tickets, self.clock.now())
+
+    def _retry_delay(self, attempt: int, cap: float) -> float:
+        """Seconds before retry ``attempt`` after a transient error (DSAR_RETRY_BASE_SECONDS)."""
+        return backoff_delay(attempt, base=self.settings.retry_base_seconds, cap=cap, rng=self.rng)
+
     def _keep_lease(self) -> None:
         if time.monotonic() - self._renewed < LEASE_RENEW_EVERY:
             return
-        if not self.ledger.acquire_lease(self.owner, self.clock.now(), LEASE_TTL):
+        if not self.ledger.acquire_lease(self.owner, self.clock.now(), LEASE_TTL, holder_is_gone):
             raise StopTick("tick lease lost")
         self._renewed = time.monotonic()
 
     def _finished(self, ticket: CallTicket, code: int | None, outcome: str = "ok") -> None:
-        self.ledger.finish_call(ticket, outcome, code, self.clock.now())
+        if self._batch is not None:
+            self._batch.calls.append((ticket, outcome, code))
+        else:
+            self.ledger.finish_call(ticket, outcome, code, self.clock.now())
         self.metrics.api_calls.labels(ticket.kind, str(code) if code else "none").inc()
+
+    @contextmanager
+    def _batched(self) -> Iterator[None]:
+        """Within a chunk of calls, their outcomes, polls that found a job still running and
+        stored files are written in one transaction at the end of the chunk (also when the
+        chunk stops early). A crash before that loses only bookkeeping that is safe to lose:
+        the calls stay counted as spent, a request is polled again, a file fetched again."""
+        outer = self._batch
+        if outer is None:
+            self._batch = _Batch()
+        try:
+            yield
+        finally:
+            if outer is None:
+                self._flush()
+                self._batch = None
+
+    def _flush(self) -> None:
+        batch = self._batch
+        if batch is not None and (batch.calls or batch.running or batch.stored):
+            self.ledger.settle(self.clock.now(), batch.calls, batch.running, batch.stored)
+            self._batch = _Batch()
 
     def _failed(self, ticket: CallTicket, err: ApiError) -> None:
         """Record a failed call; stop the tick for what concerns every call (429, auth)."""
         self._finished(ticket, err.status_code, err.kind.value)
+        self.metrics.api_errors.labels(ticket.kind, err.cause).inc()
         log.warning("api.error", kind=ticket.kind, error=str(err), body=err.body)
         if err.kind is ErrorKind.RATE_LIMITED:
             self.metrics.rate_limited.inc()
@@ -295,17 +412,55 @@ class Tick:
             ]
             if not batch:
                 return
-            for file, request in batch:
-                seen.add(file.id)
-                self._fetch_file(file, request)
+            for group in _by_request(batch):
+                seen.update(f.id for f, _ in group)
+                self._fetch_group(group)
                 if self._storage_broken:
                     return
 
-    def _fetch_file(self, file: File, request: Request) -> None:
+    def _fetch_group(self, group: list[tuple[File, Request]]) -> None:
+        """The pending files of one request: their calls reserved in one transaction, the
+        completeness check made once, after the last."""
+        request = group[0][1]
+        tickets = self._reserve_batch("fetch", [request.id] * len(group))
+        used = 0
+        try:
+            with self._batched():
+                for (file, _), ticket in zip(group, tickets, strict=False):
+                    used += 1
+                    fresh = self._fresh(ticket)
+                    self._guarded(
+                        request,
+                        "fetch",
+                        partial(self._fetch_file, file, request, fresh, complete=False),
+                        file,
+                    )
+                    if self._storage_broken:
+                        return
+        finally:
+            self._release(tickets[used:])
+        self._guarded(request, "fetch", partial(self._store_if_complete, request))
+        if len(tickets) < len(group):
+            self._budget_full()
+
+    def _fetch_file(
+        self,
+        file: File,
+        request: Request,
+        ticket: CallTicket | None = None,
+        complete: bool = True,
+    ) -> None:
         margin = timedelta(seconds=self.settings.expiry_margin_seconds)
         if request.expires_at is not None and request.expires_at - margin <= self.clock.now():
+            self._release([ticket] if ticket else [])
             return  # too late to start; the next tick's expire step resubmits
-        ticket = self._reserve("fetch", request.id)
+        try:
+            self.client.check_output_url(file.url)
+        except ApiError as err:  # refused before anything is sent
+            self._release([ticket] if ticket else [])
+            self._file_error(file, request, err)
+            return
+        ticket = ticket or self._reserve("fetch", request.id)
         try:
             location = self.client.resolve_output(file.url)
         except ApiError as err:
@@ -321,27 +476,30 @@ class Tick:
             self.metrics.api_calls.labels("download", "200").inc()
         except ApiError as err:
             self.metrics.api_calls.labels("download", str(err.status_code or "none")).inc()
+            self.metrics.api_errors.labels("download", err.cause).inc()
             self._file_error(file, request, err)
             return
         except VerificationError as err:
             self._file_error(file, request, f"download failed verification: {err}")
             return
         except StorageError as err:
-            self._storage_broken = True
-            self.report.errors.append(f"storage: {err}")
             self.ledger.file_failed(file.id, f"storage: {err}", None)
             self.metrics.file_failures.labels("storage").inc()
-            log.error("storage.failed", request_id=request.id, error=str(err))
+            self._storage_failed(request, err)
             return
         now = self.clock.now()
-        self.ledger.file_stored(file.id, stored.bytes, stored.sha256, stored.event_count, now)
+        if self._batch is not None:
+            self._batch.stored.append((file.id, stored.bytes, stored.sha256, stored.event_count))
+        else:
+            self.ledger.file_stored(file.id, stored.bytes, stored.sha256, stored.event_count, now)
         self.report.files_stored += 1
         self.metrics.files_stored.inc()
         self.metrics.bytes_stored.inc(stored.bytes)
         if request.state == State.DONE:
             self.ledger.move(request.id, {State.DONE}, State.FETCHING, "first file stored", now)
             request.state = State.FETCHING
-        self._store_if_complete(request)
+        if complete:
+            self._store_if_complete(request)
 
     def _live(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """Pass chunks through, keeping the lease and stopping (cleanly) on shutdown."""
@@ -363,7 +521,7 @@ class Tick:
         if isinstance(err, ApiError) and err.kind is ErrorKind.LINK_EXPIRED:
             delay = 0.0  # a fresh pre-signed URL costs 1; try again next tick
         else:
-            delay = backoff_delay(file.attempts + 1, base=60, cap=1800, rng=self.rng)
+            delay = self._retry_delay(file.attempts + 1, cap=1800)
         attempts = self.ledger.file_failed(file.id, reason, now + timedelta(seconds=delay))
         log.warning(
             "file.fetch_failed",
@@ -372,12 +530,58 @@ class Tick:
             attempts=attempts,
             error=reason,
         )
+        if (
+            isinstance(err, ApiError)
+            and err.kind is ErrorKind.NOT_FOUND
+            and (file.last_error or "").startswith(f"{ErrorKind.NOT_FOUND}:")
+        ):
+            # Amplitude says the output is not there, twice in a row: the results are gone
+            # (expired early, or withdrawn). Waiting cannot bring them back; a new request can.
+            self._expire_request(
+                request, f"output {file.output_index} answered 404 twice in a row: {reason}"
+            )
+            return
         if attempts >= self.settings.max_transient_errors:
             self._die(
                 request,
                 {State.DONE, State.FETCHING},
                 f"file {file.output_index} failed {attempts} times: {reason}",
             )
+
+    def _storage_failed(self, request: Request, err: StorageError) -> None:
+        """Storage is failing (disk full, permission denied, S3 unreachable): stop fetching
+        and submitting for this tick, which ends as an error; the next tick tries again."""
+        self._storage_broken = True
+        self.report.errors.append(f"storage: {err}")
+        log.error("storage.failed", request_id=request.id, error=str(err))
+
+    def _guarded(
+        self, request: Request, step: str, work: Callable[[], None], file: File | None = None
+    ) -> None:
+        """One request's trouble must not stop the others. An unexpected error (a value the
+        database refuses, a bug) is logged and counted, the request (or file) waits a retry
+        delay, and the tick goes on; if even that cannot be recorded, the tick ends."""
+        try:
+            work()
+        except StopTick:
+            raise
+        except Exception as exc:
+            self.report.outcome = "error"
+            self.report.errors.append(f"request {request.id} ({step}): {type(exc).__name__}")
+            log.exception("request.step_failed", request_id=request.id, step=step)
+            self.metrics.step_failures.labels(step).inc()
+            now = self.clock.now()
+            if file is not None:
+                retry = now + timedelta(seconds=self._retry_delay(file.attempts + 1, cap=1800))
+                self.ledger.file_failed(file.id, f"{step}: {type(exc).__name__}", retry)
+            else:
+                delay = self._retry_delay(request.errors + 1, cap=3600)
+                self.ledger.update(
+                    request.id,
+                    now,
+                    errors=request.errors + 1,
+                    next_action_at=now + timedelta(seconds=delay),
+                )
 
     def _die(self, request: Request, expected: set[State], reason: str) -> None:
         if self.ledger.move(
@@ -392,9 +596,14 @@ class Tick:
         now = self.clock.now()
         prefix = request.storage_prefix or f"req-{request.id:08d}"
         current = {f"{prefix}/{f.name}" for f in files} | {f"{prefix}/{MANIFEST_NAME}"}
-        self.storage.put_bytes(f"{prefix}/{MANIFEST_NAME}", build_manifest(request, files, now))
-        for stale in set(self.storage.list(prefix)) - current:
-            self.storage.delete(stale)  # files of an earlier, superseded remote request
+        try:
+            manifest = build_manifest(request, files, now)
+            self.storage.put_bytes(f"{prefix}/{MANIFEST_NAME}", manifest)
+            for stale in set(self.storage.list(prefix)) - current:
+                self.storage.delete(stale)  # files of an earlier, superseded remote request
+        except StorageError as err:  # the next tick's completion sweep writes it
+            self._storage_failed(request, err)
+            return
         moved = self.ledger.move(
             request.id,
             {State.DONE, State.FETCHING},
@@ -413,18 +622,33 @@ class Tick:
     # -- 4. poll -------------------------------------------------------------------------
 
     def poll(self) -> None:
-        seen: set[int] = set()
-        while True:
-            batch = [r for r in self.ledger.due_polls(self.clock.now(), PAGE) if r.id not in seen]
-            if not batch:
-                return
-            for request in batch:
-                seen.add(request.id)
-                self._poll_one(request)
+        """Poll what the policy picks: the planner's required and optional polls, or (the
+        seed's plan) every request whose fixed interval is up. Calls are reserved in chunks."""
+        now = self.clock.now()
+        if self.settings.policy == "planner":
+            self._plan = planning.plan(self._facts(now), self._planner_config())
+            self.report.plan = self._plan.summary()
+            ids = self._plan.polls
+        else:
+            ids = [c.id for c in self.ledger.poll_candidates(due_by=now)]
+        for start in range(0, len(ids), CHUNK):
+            chunk = self.ledger.submitted(ids[start : start + CHUNK])
+            tickets = self._reserve_batch("status", [r.id for r in chunk])
+            used = 0
+            try:
+                with self._batched():
+                    for request, ticket in zip(chunk, tickets, strict=False):
+                        used += 1
+                        fresh = self._fresh(ticket)
+                        self._guarded(request, "poll", partial(self._poll_one, request, fresh))
+            finally:
+                self._release(tickets[used:])
+            if len(tickets) < len(chunk):
+                self._budget_full()
 
-    def _poll_one(self, request: Request) -> None:
+    def _poll_one(self, request: Request, ticket: CallTicket | None = None) -> None:
         assert request.remote_request_id is not None
-        ticket = self._reserve("status", request.id)
+        ticket = ticket or self._reserve("status", request.id)
         try:
             status = self.client.status(request.remote_request_id)
         except ApiError as err:
@@ -434,12 +658,15 @@ class Tick:
         self._finished(ticket, 200)
         self.report.polled += 1
         now = self.clock.now()
-        if status.status in ("staging", "submitted"):
+        if status.status in ("staging", "submitted") and self._batch is not None:
+            self._batch.running.append((request.id, request.polls + 1, self._next_poll(now)))
+        elif status.status in ("staging", "submitted"):
             self.ledger.update(
                 request.id,
                 now,
                 polls=request.polls + 1,
                 errors=0,
+                last_polled_at=now,
                 next_action_at=self._next_poll(now),
             )
         elif status.status == "done":
@@ -490,20 +717,111 @@ class Tick:
             self._remote_failed(request, "Amplitude does not know the request (404)")
             return
         errors = request.errors + 1
+        if err.kind is ErrorKind.BAD_STATUS and errors >= self.settings.max_transient_errors:
+            # A well-formed answer we cannot use (an unknown status, done without usable
+            # urls), again and again: treat the job as failed and ask for a new one.
+            self.ledger.update(request.id, now, errors=0)
+            self._remote_failed(request, f"{errors} unusable status answers in a row: {err}")
+            return
         delay = min(
             self.settings.poll_interval_seconds,
-            backoff_delay(errors, base=60, cap=3600, rng=self.rng),
+            self._retry_delay(errors, cap=3600),
         )
         self.ledger.update(
             request.id, now, errors=errors, next_action_at=now + timedelta(seconds=delay)
         )
 
     def _next_poll(self, now: datetime) -> datetime:
+        """When a request seen running now must be polled next: the planner's required gap
+        (it may poll sooner when the budget allows), or the seed's fixed interval."""
+        if self.settings.policy == "planner":
+            return planning.next_required_poll(now, self._planner_config())
         return now + timedelta(seconds=self.settings.poll_interval_seconds)
+
+    # -- the planner's facts -------------------------------------------------------------
+
+    def _planner_config(self) -> planning.PlannerConfig:
+        s = self.settings
+        return planning.PlannerConfig(
+            max_gap_s=s.max_poll_gap_seconds,
+            min_gap_s=min(s.poll_interval_seconds, s.max_poll_gap_seconds),
+            max_submits=s.submit_batch_size
+            if s.submit_batch_size is not None
+            else planning.PlannerConfig.max_submits,
+        )
+
+    def _facts(self, now: datetime) -> planning.Facts:
+        """What the planner needs, read from the ledger (one query each)."""
+        candidates = self.ledger.poll_candidates()
+        samples = self.ledger.completion_samples(now - SAMPLE_WINDOW, MAX_SAMPLES)
+        per_month = planning.files_per_month(
+            sum(x.files for x in samples), sum(x.months for x in samples)
+        )
+        model = planning.CompletionModel.fit(
+            [x.seconds for x in samples],
+            [
+                ((c.last_polled_at or c.submitted_at) - c.submitted_at).total_seconds()
+                for c in candidates
+            ],
+        )
+        half_gap = self.settings.max_poll_gap_seconds / 2
+        head = self.ledger.submit_head_months(now, PAGE)
+        months = sum(head) / len(head) if head else 13.0
+        # The clock's seconds per wall second (the demo's ScaledClock): ticks are wall-timed.
+        speed = float(getattr(self.clock, "speed", 1.0))
+        self._interval_s = self.settings.tick_interval_seconds * speed
+        return planning.Facts(
+            now=now,
+            interval_s=self._interval_s,
+            limit=self.ledger.budget_limit,
+            headroom=self.ledger.headroom(now),
+            freed_before_next=self.ledger.freed_by(now, now + timedelta(seconds=self._interval_s)),
+            outstanding=[
+                planning.Outstanding(
+                    id=c.id,
+                    submitted_at=c.submitted_at,
+                    seen_running_at=c.last_polled_at or c.submitted_at,
+                    next_required_at=c.next_action_at,
+                    expected_files=c.months * per_month,
+                    retrying=c.errors > 0,
+                )
+                for c in candidates
+            ],
+            pending_files=self.ledger.count_pending_files(),
+            queued=self.ledger.count_in(SUBMITTABLE),
+            files_per_new=months * per_month,
+            model=model,
+            discovery_delay_s=(
+                (sum(x.seen_after for x in samples) + half_gap * planning.PRIOR_WEIGHT)
+                / (len(samples) + planning.PRIOR_WEIGHT)
+            ),
+        )
+
+    def _wake_at(self) -> datetime | None:
+        """The earliest moment, before the next regular tick, at which there is work again:
+        a required poll or a retry falling due, a request becoming eligible for an optional
+        poll while the budget is not binding, or (the tick stopped on a full window) enough
+        of the budget leaving the rolling hour. ``None``: the regular tick will do."""
+        now = self.clock.now()
+        times = [t for t in (self.ledger.next_due(now),) if t is not None]
+        if self._plan is not None and self._plan.next_optional_at is not None:
+            times.append(self._plan.next_optional_at)
+        if self.report.stopped_by == "budget window full":
+            share = max(1, int(self.ledger.budget_limit * WAKE_BUDGET_SHARE))
+            frees = self.ledger.budget_frees_at(now, share)
+            if frees is not None:
+                times.append(frees)
+        if not times:
+            return None
+        wake = max(min(times), now + MIN_WAKE)
+        return wake if wake < now + timedelta(seconds=self._interval_s) else None
 
     # -- 5. submit -----------------------------------------------------------------------
 
     def submit(self) -> None:
+        if self.settings.policy == "planner":
+            self._submit_planned()
+            return
         now = self.clock.now()
         polls_per_hour = math.ceil(3600 / self.settings.poll_interval_seconds)
         outstanding = self.ledger.count_in([State.SUBMITTED])
@@ -511,7 +829,8 @@ class Tick:
         reserve = outstanding * polls_per_hour + pending_files
         spare = self.ledger.headroom(now) - reserve
         room = max(0, spare // (COST["submit"] + polls_per_hour))
-        count = min(self.settings.submit_batch_size, room)
+        batch = self.settings.submit_batch_size
+        count = min(BASELINE_BATCH if batch is None else batch, room)
         if count == 0:
             waiting = self.ledger.count_in(SUBMITTABLE)
             if waiting:
@@ -520,10 +839,40 @@ class Tick:
         for request in self.ledger.due_submits(now, count):
             self._submit_one(request)
 
-    def _submit_one(self, request: Request) -> None:
+    def _submit_planned(self) -> None:
+        """Submit what the plan allows, cut to what still fits after this tick's polls and
+        fetches; the calls are reserved in chunks."""
+        now = self.clock.now()
+        if self._plan is None:
+            return
+        count = planning.submits_now(
+            self._plan,
+            self.ledger.headroom(now),
+            self.ledger.freed_by(now, now + timedelta(seconds=self._interval_s)),
+            self.ledger.count_in(SUBMITTABLE),
+        )
+        if count == 0:
+            if self._plan.queued:
+                log.info("submit.deferred", **self._plan.summary())
+            return
+        requests = self.ledger.due_submits(now, count)
+        for start in range(0, len(requests), CHUNK):
+            chunk = requests[start : start + CHUNK]
+            tickets = self._reserve_batch("submit", [r.id for r in chunk])
+            used = 0
+            try:
+                for request, ticket in zip(chunk, tickets, strict=False):
+                    used += 1
+                    self._submit_one(request, self._fresh(ticket))
+            finally:
+                self._release(tickets[used:])
+            if len(tickets) < len(chunk):
+                self._budget_full()
+
+    def _submit_one(self, request: Request, ticket: CallTicket | None = None) -> None:
         assert request.amplitude_id is not None
         assert request.start_date is not None and request.end_date is not None
-        ticket = self._reserve("submit", request.id)
+        ticket = ticket or self._reserve("submit", request.id)
         now = self.clock.now()
         attempt = request.submissions + 1
         if not self.ledger.move(
@@ -534,7 +883,7 @@ class Tick:
             now,
             submissions=attempt,
         ):
-            self._finished(ticket, None, "not_sent")
+            self.ledger.release_call(ticket, self.clock.now())  # never sent: costs nothing
             return
         try:
             remote_id = self.client.submit(
@@ -558,6 +907,7 @@ class Tick:
             next_action_at=self._next_poll(now),
             errors=0,
             polls=0,
+            last_polled_at=None,
             done_at=None,
             expires_at=None,
         )
@@ -581,7 +931,7 @@ class Tick:
         if errors >= self.settings.max_transient_errors:
             self._die(request, {State.SUBMITTING}, f"submit failed {errors} times: {err}")
             return
-        delay = backoff_delay(errors, base=60, cap=1800, rng=self.rng)
+        delay = self._retry_delay(errors, cap=1800)
         self.ledger.move(
             request.id,
             {State.SUBMITTING},
@@ -591,3 +941,25 @@ class Tick:
             errors=errors,
             next_action_at=now + timedelta(seconds=delay),
         )
+
+
+@dataclass
+class _Batch:
+    """Writes held back until the end of a chunk of calls (``Tick._batched``)."""
+
+    calls: list[tuple[CallTicket, str, int | None]] = field(default_factory=list)
+    #: Polls that found the job still running: (request id, polls so far, next poll).
+    running: list[tuple[int, int, datetime]] = field(default_factory=list)
+    #: Files stored and verified: (file id, bytes, sha256, events).
+    stored: list[tuple[int, int, str, int]] = field(default_factory=list)
+
+
+def _by_request(batch: list[tuple[File, Request]]) -> list[list[tuple[File, Request]]]:
+    """Consecutive files of the same request, grouped (the page is ordered by request)."""
+    groups: list[list[tuple[File, Request]]] = []
+    for item in batch:
+        if groups and groups[-1][0][1].id == item[1].id:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups

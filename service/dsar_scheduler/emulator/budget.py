@@ -17,15 +17,22 @@ class CostWindow:
     """Cost charged in the last hour: a charge at ``t`` counts while ``t <= now < t + 1h``.
 
     Queries never forget anything (a test may ask about any moment); only ``charge`` drops
-    entries, those more than two hours older than the newest charge.
+    entries, those more than two hours older than the newest charge. Running totals beside
+    the entries make ``spent`` two bisections, however many calls the hour holds.
     """
 
     def __init__(self, budget_per_hour: int) -> None:
         self.budget = budget_per_hour
         self._entries: list[tuple[datetime, int]] = []  # sorted by time
+        self._totals: list[int] = []  # _totals[i]: cost of every entry up to i, inclusive
+        self._dropped = 0  # cost of the entries dropped from the front
 
     def spent(self, now: datetime) -> int:
-        return sum(cost for _, cost in self._in_window(now))
+        lo, hi = self._bounds(now)
+        if hi <= lo:
+            return 0
+        before = self._totals[lo - 1] if lo > 0 else self._dropped
+        return self._totals[hi - 1] - before
 
     def fits(self, now: datetime, cost: int) -> bool:
         return self.spent(now) + cost <= self.budget
@@ -33,9 +40,15 @@ class CostWindow:
     def charge(self, now: datetime, cost: int) -> None:
         if cost <= 0:
             return
-        bisect.insort(self._entries, (now, cost), key=_time)
+        at = bisect.bisect_right(self._entries, now, key=_time)
+        self._entries.insert(at, (now, cost))
+        previous = self._totals[at - 1] if at > 0 else self._dropped
+        self._totals[at:] = [previous + cost] + [t + cost for t in self._totals[at:]]
         stale = bisect.bisect_left(self._entries, self._entries[-1][0] - 2 * WINDOW, key=_time)
-        del self._entries[:stale]
+        if stale:
+            self._dropped = self._totals[stale - 1]
+            del self._entries[:stale]
+            del self._totals[:stale]
 
     def seconds_until_fits(self, now: datetime, cost: int) -> float:
         """Clock seconds until ``cost`` would fit, as old charges leave the window."""
@@ -52,9 +65,13 @@ class CostWindow:
         """``Retry-After`` in whole wall seconds (at least 1)."""
         return max(1, math.ceil(self.seconds_until_fits(now, cost) / clock_speed))
 
-    def _in_window(self, now: datetime) -> list[tuple[datetime, int]]:
+    def _bounds(self, now: datetime) -> tuple[int, int]:
         lo = bisect.bisect_right(self._entries, now - WINDOW, key=_time)
         hi = bisect.bisect_right(self._entries, now, key=_time)
+        return lo, hi
+
+    def _in_window(self, now: datetime) -> list[tuple[datetime, int]]:
+        lo, hi = self._bounds(now)
         return self._entries[lo:hi]
 
 

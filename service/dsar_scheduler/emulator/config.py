@@ -41,6 +41,9 @@ class EmulatorConfig:
     # -- job lifecycle ------------------------------------------------------------------
     completion_min_s: float = 3_600.0
     completion_max_s: float = DEFAULT_COMPLETION_MAX_S
+    #: ``None``: completion delays uniform on [min, max]; else triangular with this mode
+    #: (near min: most jobs are quick; near max: most take days).
+    completion_mode_s: float | None = None
     #: ``staging`` lasts min(staging_max_s, staging_fraction x the job's completion delay).
     staging_max_s: float = 600.0
     staging_fraction: float = 0.1
@@ -69,10 +72,22 @@ class EmulatorConfig:
     #: client on the wall clock waits the right real time. 1 when the clock is shared.
     clock_speed: float = 1.0
 
+    # -- long runs (the simulator) ------------------------------------------------------
+    #: Keep a ``CallRecord`` of every call for ``calls()``; off, only totals are kept.
+    record_calls: bool = True
+    #: Forget jobs (and their files) this many clock seconds after their results expired (or
+    #: they failed): ``None`` keeps every job for the emulator's life.
+    forget_after_s: float | None = None
+
     def __post_init__(self) -> None:
         problems = []
         if not 0 <= self.completion_min_s <= self.completion_max_s:
             problems.append("need 0 <= completion_min_s <= completion_max_s")
+        mode = self.completion_mode_s
+        if mode is not None and not self.completion_min_s <= mode <= self.completion_max_s:
+            problems.append("completion_mode_s must lie within [completion_min_s, max_s]")
+        if self.forget_after_s is not None and self.forget_after_s < 0:
+            problems.append("forget_after_s must not be negative")
         if not 0.0 <= self.fail_rate <= 1.0:
             problems.append("fail_rate must be within [0, 1]")
         if not self.fail_reasons:

@@ -48,7 +48,7 @@ _PLACES = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileSpec:
     """One output file: a subject's events in one project over one month (clipped to range)."""
 

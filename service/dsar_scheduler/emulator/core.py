@@ -130,6 +130,11 @@ class Emulator:
         self._jobs: dict[int, _Job] = {}
         self._next_id = self.config.first_request_id
         self._records: list[CallRecord] = []
+        self._cost_total = 0
+        self._count_429 = 0
+        self._calls_total = 0
+        self._forgotten = 0
+        self._last_forget: datetime | None = None
         self._external: list[tuple[datetime, int]] = []
         self._errors: list[str] = []
         self._files_lock = threading.Lock()
@@ -234,7 +239,12 @@ class Emulator:
     def cost_spent_total(self) -> int:
         """Cost charged for calls made to the emulator (``spend_external`` not included)."""
         with self._lock:
-            return sum(r.cost for r in self._records)
+            return self._cost_total
+
+    def calls_total(self) -> int:
+        """Requests seen by either origin (kept even when ``record_calls`` is off)."""
+        with self._lock:
+            return self._calls_total
 
     def cost_in_window(self, now: datetime | None = None) -> int:
         """Cost in the rolling hour as of ``now``, external spending included."""
@@ -242,7 +252,8 @@ class Emulator:
             return self._budget.spent(now or self.clock.now())
 
     def rate_limited_count(self) -> int:
-        return sum(1 for r in self.calls("api") if r.status == 429)
+        with self._lock:
+            return self._count_429
 
     def s3_calls_with_authorization(self) -> list[CallRecord]:
         return [r for r in self.calls("s3") if r.authorization_present]
@@ -374,7 +385,13 @@ class Emulator:
             events_per_file=cfg.events_per_file,
         )
         with self._lock:
-            delay = self._rng.uniform(cfg.completion_min_s, cfg.completion_max_s)
+            self._forget_old(now)
+            if cfg.completion_mode_s is None:
+                delay = self._rng.uniform(cfg.completion_min_s, cfg.completion_max_s)
+            else:
+                delay = self._rng.triangular(
+                    cfg.completion_min_s, cfg.completion_max_s, cfg.completion_mode_s
+                )
             failed = self._rng.random() < cfg.fail_rate
             reason = self._rng.choice(cfg.fail_reasons) if failed else None
             finishes_at = now + timedelta(seconds=delay)
@@ -561,8 +578,33 @@ class Emulator:
             fault=fault,
         )
         with self._lock:
-            self._records.append(record)
+            self._calls_total += 1
+            self._cost_total += cost
+            if origin == "api" and response.status == 429:
+                self._count_429 += 1
+            if self.config.record_calls:
+                self._records.append(record)
         return response
+
+    def _forget_old(self, now: datetime) -> None:
+        """Drop jobs whose results expired (or that failed) ``forget_after_s`` ago, with their
+        cached file facts; at most once per ten clock minutes. Called under the lock."""
+        keep = self.config.forget_after_s
+        if keep is None:
+            return
+        if self._last_forget is not None and now - self._last_forget < timedelta(minutes=10):
+            return
+        self._last_forget = now
+        cutoff = now - timedelta(seconds=keep)
+        stale = [rid for rid, job in self._jobs.items() if _ended(job) < cutoff]
+        with self._files_lock:
+            for rid in stale:
+                for spec in self._jobs[rid].files:
+                    self._stats.pop(spec.key, None)
+                    self._bytes.pop(spec.key, None)
+        for rid in stale:
+            del self._jobs[rid]
+        self._forgotten += len(stale)
 
     def _force(
         self,
@@ -623,6 +665,13 @@ class Emulator:
     @staticmethod
     def _output_url(origin: str, request_id: int, n: int) -> str:
         return f"{origin}{API_PATH}/{request_id}/outputs/{n}"
+
+
+def _ended(job: _Job) -> datetime:
+    """When a job stops mattering: its results expire, or (failed) it finished."""
+    if job.outcome == "done" and job.expires_at is not None:
+        return job.expires_at
+    return job.finishes_at
 
 
 def _api_route(request: HttpRequest) -> tuple[str, str, str] | None:
