@@ -56,7 +56,7 @@ def test_soak_short_sqlite(tmp_path: Path, emulator: Emulator) -> None:
         emulator,
         f"sqlite:///{tmp_path}/dsar.db",
         "sqlite",
-        subjects=8,
+        subjects=7,
         kills=4,
         seed=1,
     )
@@ -161,5 +161,38 @@ def test_the_lease_of_a_dead_holder_is_taken_over_at_once(tmp_path: Path) -> Non
         assert not ledger.acquire_lease("me", now, ttl, lambda owner: False)
         assert ledger.acquire_lease("me", now, ttl, lambda owner: owner == "dead")
         assert not ledger.acquire_lease("other", now, ttl, lambda owner: owner == "dead")
+    finally:
+        engine.dispose()
+
+
+def test_reservations_left_without_an_outcome_become_unknown_and_stay_spent(
+    tmp_path: Path,
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy.orm import sessionmaker
+
+    from dsar_scheduler.clock import FakeClock
+    from dsar_scheduler.db import make_engine
+    from dsar_scheduler.ledger import Ledger
+    from dsar_scheduler.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path}/d.db"
+    upgrade(url)
+    engine = make_engine(url)
+    ledger = Ledger(sessionmaker(engine, expire_on_commit=False), 1000)
+    clock = FakeClock()
+    try:
+        ancient = ledger.reserve("status", 1, clock.now() - timedelta(hours=3))
+        done = ledger.reserve("status", 1, clock.now())
+        lost = ledger.reserve("submit", 8, clock.now())  # the process died during this call
+        unsent = ledger.reserve("fetch", 1, clock.now())
+        assert ancient and done and lost and unsent
+        ledger.finish_call(done, "ok", 200, clock.now())
+        ledger.release_call(unsent, clock.now())
+        clock.advance(timedelta(seconds=5))
+        assert ledger.mark_unknown_calls(clock.now()) == [("submit", 8)]
+        assert ledger.mark_unknown_calls(clock.now()) == []  # settled once
+        assert ledger.spent(clock.now()) == 1 + 8  # unknown stays spent, released costs 0
     finally:
         engine.dispose()

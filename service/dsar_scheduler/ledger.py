@@ -56,6 +56,17 @@ class PollCandidate:
 
 
 @dataclass(frozen=True)
+class Submitted:
+    """A POST Amplitude accepted, to record (``Ledger.settle``)."""
+
+    request_id: int
+    remote_id: int
+    at: datetime
+    first_at: datetime
+    next_poll: datetime
+
+
+@dataclass(frozen=True)
 class CompletionSample:
     """A request done recently: how long Amplitude took, and how many files it gave."""
 
@@ -331,46 +342,68 @@ class Ledger:
                 if refs
                 else {}
             )
+            rows: list[dict[str, Any]] = []
+            reasons: list[str] = []
             for row, verdict in verdicts:
                 if isinstance(verdict, Accepted) and row.external_ref in taken:
                     verdict = Rejected(
                         f"duplicate external_ref: queue row {taken[row.external_ref]} "
                         "already carries it"
                     )
-                request = Request(
-                    queue_id=row.queue_id,
-                    external_ref=row.external_ref,
-                    queued_at=now,
-                    updated_at=now,
-                    submissions=0,
-                    failures=0,
-                    expiries=0,
-                    errors=0,
-                    polls=0,
-                )
+                values: dict[str, Any] = {
+                    "queue_id": row.queue_id,
+                    "external_ref": row.external_ref,
+                    "queued_at": now,
+                    "updated_at": now,
+                    "submissions": 0,
+                    "failures": 0,
+                    "expiries": 0,
+                    "errors": 0,
+                    "polls": 0,
+                    "amplitude_id": None,
+                    "start_date": None,
+                    "end_date": None,
+                    "reason": None,
+                }
                 if isinstance(verdict, Accepted):
-                    request.amplitude_id = verdict.amplitude_id
-                    request.start_date, request.end_date = verdict.start, verdict.end
-                    request.state = State.QUEUED
-                    reason = "admitted"
+                    values.update(
+                        amplitude_id=verdict.amplitude_id,
+                        start_date=verdict.start,
+                        end_date=verdict.end,
+                        state=State.QUEUED,
+                    )
+                    reasons.append("admitted")
                     if row.external_ref:
                         taken[row.external_ref] = row.queue_id
                 else:
-                    request.state, request.reason = State.REJECTED, verdict.reason
-                    reason = verdict.reason
-                session.add(request)
-                session.flush()
-                session.add(
-                    Event(
-                        request_id=request.id,
-                        at=now,
-                        from_state=None,
-                        to_state=request.state,
-                        reason=reason,
-                    )
+                    values.update(state=State.REJECTED, reason=verdict.reason)
+                    reasons.append(verdict.reason)
+                rows.append(values)
+            # One statement for the batch (ids back in order), one for the audit events.
+            ids = (
+                session.scalars(
+                    insert(Request).returning(Request.id, sort_by_parameter_order=True), rows
+                ).all()
+                if rows
+                else []
+            )
+            if rows:
+                session.execute(
+                    insert(Event),
+                    [
+                        {
+                            "request_id": rid,
+                            "at": now,
+                            "from_state": None,
+                            "to_state": values["state"],
+                            "reason": reason,
+                        }
+                        for rid, values, reason in zip(ids, rows, reasons, strict=True)
+                    ],
                 )
-                created.append(request)
-                notes.append(Transition(request.id, None, request.state, reason, None, now))
+            for rid, values, reason in zip(ids, rows, reasons, strict=True):
+                created.append(Request(id=rid, **values))
+                notes.append(Transition(rid, None, values["state"], reason, None, now))
         self._notify(notes)
         return created
 
@@ -710,11 +743,76 @@ class Ledger:
         calls: Sequence[tuple[CallTicket, str, int | None]],
         running: Sequence[tuple[int, int, datetime]],
         stored: Sequence[tuple[int, int, str, int]],
+        submitted: Sequence[Submitted] = (),
     ) -> None:
         """One transaction for a chunk of calls: each call's outcome; ``running`` (request
         id, polls, next poll) were seen still running now; ``stored`` (file id, bytes,
-        sha256, events) were stored and verified."""
+        sha256, events) were stored and verified; ``submitted`` were accepted by Amplitude
+        (each moved from ``submitting`` by compare-and-set, with its audit event)."""
+        notes: list[Transition] = []
         with write_transaction(self.sessions) as session:
+            if submitted:
+                # compare-and-set for the batch: lock the rows still ``submitting`` (an
+                # operator may have cancelled one meanwhile), then update those by id
+                still = set(
+                    session.scalars(
+                        select(Request.id)
+                        .where(
+                            Request.id.in_([x.request_id for x in submitted]),
+                            Request.state == State.SUBMITTING,
+                        )
+                        .with_for_update()
+                    )
+                )
+                moved = [x for x in submitted if x.request_id in still]
+                reasons = [f"submitted as Amplitude request {x.remote_id}" for x in moved]
+                if moved:
+                    session.execute(
+                        update(Request),
+                        [
+                            {
+                                "id": x.request_id,
+                                "state": State.SUBMITTED,
+                                "reason": reason,
+                                "remote_request_id": x.remote_id,
+                                "submitted_at": x.at,
+                                "first_submitted_at": x.first_at,
+                                "next_action_at": x.next_poll,
+                                "errors": 0,
+                                "polls": 0,
+                                "last_polled_at": None,
+                                "done_at": None,
+                                "expires_at": None,
+                                "updated_at": x.at,
+                            }
+                            for x, reason in zip(moved, reasons, strict=True)
+                        ],
+                    )
+                    session.execute(
+                        insert(Event),
+                        [
+                            {
+                                "request_id": x.request_id,
+                                "at": x.at,
+                                "from_state": State.SUBMITTING,
+                                "to_state": State.SUBMITTED,
+                                "reason": reason,
+                                "remote_request_id": x.remote_id,
+                            }
+                            for x, reason in zip(moved, reasons, strict=True)
+                        ],
+                    )
+                    notes += [
+                        Transition(
+                            x.request_id,
+                            State.SUBMITTING,
+                            State.SUBMITTED,
+                            reason,
+                            x.remote_id,
+                            x.at,
+                        )
+                        for x, reason in zip(moved, reasons, strict=True)
+                    ]
             self._finish_calls(session, calls, now)
             if running:
                 session.execute(
@@ -748,6 +846,83 @@ class Ledger:
                         for file_id, size, sha256, events in stored
                     ],
                 )
+        self._notify(notes)
+
+    def start_submits(self, requests: Sequence[Request], now: datetime) -> set[int]:
+        """Move a chunk of waiting requests to ``submitting`` in one transaction, each by
+        compare-and-set with its audit event; the ids moved (the others moved on meanwhile).
+        Their ``submissions`` count the attempt, as ``move`` would."""
+        ids = [r.id for r in requests]
+        notes: list[Transition] = []
+        with write_transaction(self.sessions) as session:
+            rows = session.execute(
+                select(Request.id, Request.state, Request.submissions, Request.remote_request_id)
+                .where(Request.id.in_(ids), Request.state.in_(SUBMITTABLE))
+                .with_for_update()
+            ).all()
+            if not rows:
+                return set()
+            changes, events = [], []
+            for row in rows:
+                check_transition(State(row.state), State.SUBMITTING)
+                reason = f"submitting (attempt {row.submissions + 1})"
+                changes.append(
+                    {
+                        "id": row.id,
+                        "state": State.SUBMITTING,
+                        "submissions": row.submissions + 1,
+                        "reason": reason,
+                        "updated_at": now,
+                    }
+                )
+                events.append(
+                    {
+                        "request_id": row.id,
+                        "at": now,
+                        "from_state": row.state,
+                        "to_state": State.SUBMITTING,
+                        "reason": reason,
+                        "remote_request_id": row.remote_request_id,
+                    }
+                )
+                notes.append(
+                    Transition(
+                        row.id, row.state, State.SUBMITTING, reason, row.remote_request_id, now
+                    )
+                )
+            session.execute(update(Request), changes)
+            session.execute(insert(Event), events)
+        self._notify(notes)
+        return {row.id for row in rows}
+
+    def advance(
+        self, request_id: int, old: State, new: State, reason: str, now: datetime, **changes: Any
+    ) -> bool:
+        """``move`` from exactly one state, without loading the request: one conditional
+        UPDATE and the audit event (the submit path's hot transition)."""
+        check_transition(old, new)
+        with write_transaction(self.sessions) as session:
+            result = session.execute(
+                update(Request)
+                .where(Request.id == request_id, Request.state == old)
+                .values(state=new, reason=reason, updated_at=now, **changes)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            remote = changes.get("remote_request_id")
+            session.execute(
+                insert(Event).values(
+                    request_id=request_id,
+                    at=now,
+                    from_state=old,
+                    to_state=new,
+                    reason=reason,
+                    remote_request_id=remote,
+                )
+            )
+        self._notify([Transition(request_id, old, new, reason, remote, now)])
+        return True
 
     def submitted(self, ids: Sequence[int]) -> list[Request]:
         """The requests among ``ids`` still ``submitted``, in the order of ``ids``."""
@@ -775,7 +950,6 @@ class Ledger:
             Request.failures,
             Request.start_date,
             Request.end_date,
-            Request.updated_at,
         ).where(Request.state == State.SUBMITTED)
         if due_by is not None:
             query = query.where(
@@ -787,7 +961,7 @@ class Ledger:
             PollCandidate(
                 id=row.id,
                 remote_request_id=row.remote_request_id,
-                submitted_at=row.submitted_at or row.updated_at,
+                submitted_at=row.submitted_at,
                 last_polled_at=row.last_polled_at,
                 next_action_at=row.next_action_at,
                 polls=row.polls,
@@ -1014,7 +1188,8 @@ def _months(start: date | None, end: date | None) -> int:
     project)."""
     if start is None or end is None:
         return 1
-    return max(1, (end.year - start.year) * 12 + end.month - start.month + 1)
+    months = (end.year - start.year) * 12 + end.month - start.month + 1
+    return months if months > 0 else 1
 
 
 def _aware(value: datetime | None) -> datetime | None:

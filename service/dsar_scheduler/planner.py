@@ -166,13 +166,7 @@ class CompletionModel:
         is polled every ``gap_s`` from then: one for each next poll it is still running at,
         the one that sees it finish included. (From a table per model and gap, linear
         between grid points: a tick asks this for every outstanding request.)"""
-        table = _remaining_table(self, gap_s)
-        x = max(0.0, seen_running_s) / self.step_s
-        k = int(x)
-        if k >= len(table) - 1:
-            return table[-1]
-        frac = x - k
-        return table[k] * (1.0 - frac) + table[k + 1] * frac
+        return _interpolate(_remaining_table(self, gap_s), seen_running_s / self.step_s)
 
     def _remaining_exact(self, seen_running_s: float, gap_s: float) -> float:
         alive = self.at(seen_running_s)
@@ -188,6 +182,16 @@ class CompletionModel:
     def mean_s(self) -> float:
         """Mean completion time over the grid's horizon."""
         return sum(self.survival[:-1]) * self.step_s
+
+
+def _interpolate(table: tuple[float, ...], x: float) -> float:
+    if x <= 0:
+        return table[0]
+    k = int(x)
+    if k >= len(table) - 1:
+        return table[-1]
+    frac = x - k
+    return table[k] * (1.0 - frac) + table[k + 1] * frac
 
 
 @functools.lru_cache(maxsize=16)
@@ -328,6 +332,8 @@ def plan(facts: Facts, config: PlannerConfig) -> Plan:
     now, model = facts.now, facts.model
     gap = config.max_gap_s
     next_tick = now + timedelta(seconds=facts.interval_s)
+    remaining = _remaining_table(model, gap)
+    step = model.step_s
     required: list[tuple[datetime, int, float]] = []
     optional: list[tuple[float, int, float]] = []
     commitment = float(facts.pending_files)
@@ -337,7 +343,7 @@ def plan(facts: Facts, config: PlannerConfig) -> Plan:
     for o in facts.outstanding:
         seen = (o.seen_running_at - o.submitted_at).total_seconds()
         age = (now - o.submitted_at).total_seconds()
-        commitment += model.remaining_polls(seen, gap) + o.expected_files
+        commitment += _interpolate(remaining, seen / step) + o.expected_files
         if o.next_required_at is None or o.next_required_at <= now:
             p = model.p_done(seen, age)
             required.append((o.next_required_at or now, o.id, p))

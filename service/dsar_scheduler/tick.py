@@ -22,7 +22,7 @@ from .backoff import backoff_delay
 from .clock import Clock
 from .config import Settings
 from .db import File, Request
-from .ledger import CallTicket, Ledger, Transition
+from .ledger import CallTicket, Ledger, Submitted, Transition
 from .liveness import holder_is_gone
 from .logs import get_logger
 from .manifest import MANIFEST_NAME, build_manifest
@@ -39,6 +39,8 @@ MAX_ADMIT_BATCHES = 20
 PAGE = 200
 #: Calls reserved together in one budget transaction (polls, submissions).
 CHUNK = 100
+#: Accepted POSTs are recorded (with their remote ids) at least this often.
+SUBMIT_FLUSH = 25
 #: A batch reservation not used within this long is released and taken again: an unsent
 #: reservation must not age out of the rolling hour before its call is made.
 STALE_RESERVATION = timedelta(minutes=10)
@@ -83,7 +85,11 @@ class TickReport:
 
     def summary(self) -> dict[str, Any]:
         """The counts that are not zero, without the outcome (logged beside it)."""
-        return {k: v for k, v in self.__dict__.items() if k != "outcome" and v not in (0, None, [])}
+        return {
+            k: v.isoformat() if isinstance(v, datetime) else v
+            for k, v in self.__dict__.items()
+            if k != "outcome" and v not in (0, None, [])
+        }
 
 
 def transition_listener(metrics: Metrics) -> Any:
@@ -379,9 +385,11 @@ class Tick:
 
     def _flush(self) -> None:
         batch = self._batch
-        if batch is not None and (batch.calls or batch.running or batch.stored):
-            self.ledger.settle(self.clock.now(), batch.calls, batch.running, batch.stored)
+        if batch is not None and (batch.calls or batch.running or batch.stored or batch.submitted):
             self._batch = _Batch()
+            self.ledger.settle(
+                self.clock.now(), batch.calls, batch.running, batch.stored, batch.submitted
+            )
 
     def _failed(self, ticket: CallTicket, err: ApiError) -> None:
         """Record a failed call; stop the tick for what concerns every call (429, auth)."""
@@ -859,23 +867,32 @@ class Tick:
         for start in range(0, len(requests), CHUNK):
             chunk = requests[start : start + CHUNK]
             tickets = self._reserve_batch("submit", [r.id for r in chunk])
+            started = self.ledger.start_submits(chunk[: len(tickets)], self.clock.now())
             used = 0
             try:
-                for request, ticket in zip(chunk, tickets, strict=False):
-                    used += 1
-                    self._submit_one(request, self._fresh(ticket))
+                with self._batched():
+                    for request, ticket in zip(chunk, tickets, strict=False):
+                        used += 1
+                        if request.id not in started:  # moved on meanwhile: not sent
+                            self._release([ticket])
+                            continue
+                        request.submissions += 1
+                        self._submit_one(request, self._fresh(ticket), started=True)
             finally:
                 self._release(tickets[used:])
             if len(tickets) < len(chunk):
                 self._budget_full()
 
-    def _submit_one(self, request: Request, ticket: CallTicket | None = None) -> None:
+    def _submit_one(
+        self, request: Request, ticket: CallTicket | None = None, started: bool = False
+    ) -> None:
+        """POST one request; ``started``: already moved to ``submitting`` (in a batch)."""
         assert request.amplitude_id is not None
         assert request.start_date is not None and request.end_date is not None
         ticket = ticket or self._reserve("submit", request.id)
         now = self.clock.now()
         attempt = request.submissions + 1
-        if not self.ledger.move(
+        if not started and not self.ledger.move(
             request.id,
             set(SUBMITTABLE),
             State.SUBMITTING,
@@ -895,9 +912,20 @@ class Tick:
             return
         self._finished(ticket, 202)
         now = self.clock.now()
-        self.ledger.move(
+        if started and self._batch is not None:
+            # Recorded with the chunk's other writes, every SUBMIT_FLUSH POSTs: a crash
+            # before that leaves these in ``submitting``, resubmitted by the next tick.
+            first = request.first_submitted_at or now
+            self._batch.submitted.append(
+                Submitted(request.id, remote_id, now, first, self._next_poll(now))
+            )
+            self.report.submitted += 1
+            if len(self._batch.submitted) >= SUBMIT_FLUSH:
+                self._flush()
+            return
+        self.ledger.advance(
             request.id,
-            {State.SUBMITTING},
+            State.SUBMITTING,
             State.SUBMITTED,
             f"submitted as Amplitude request {remote_id}",
             now,
@@ -952,6 +980,8 @@ class _Batch:
     running: list[tuple[int, int, datetime]] = field(default_factory=list)
     #: Files stored and verified: (file id, bytes, sha256, events).
     stored: list[tuple[int, int, str, int]] = field(default_factory=list)
+    #: POSTs accepted, their remote ids still to record.
+    submitted: list[Submitted] = field(default_factory=list)
 
 
 def _by_request(batch: list[tuple[File, Request]]) -> list[list[tuple[File, Request]]]:

@@ -300,6 +300,18 @@ class Emulator:
             spec = self._job(request_id).files[index]
         return self._file_bytes(spec)
 
+    def replace_file(self, request_id: int, index: int, data: bytes) -> None:
+        """Serve ``data`` as one output from now on (benchmarks: a file far too big to
+        generate event by event). Needs ``cache_files``: the bytes are kept in memory."""
+        if not self.config.cache_files:
+            raise ValueError("replace_file needs cache_files=True")
+        with self._lock:
+            spec = self._job(request_id).files[index]
+        stats = FileStats(hashlib.sha256(data).hexdigest(), len(data), 0)
+        with self._files_lock:
+            self._bytes[spec.key] = data
+            self._stats[spec.key] = stats
+
     # -- API origin -----------------------------------------------------------------------
 
     def handle_api(self, request: HttpRequest) -> HttpResponse:

@@ -60,6 +60,11 @@ def register(sub: Any) -> None:
     service.add_argument("--poll-interval-minutes", type=float, default=30.0)
     service.add_argument("--max-poll-gap-hours", type=float, default=8.0)
     service.add_argument("--submit-batch-size", type=int, default=None)
+    service.add_argument(
+        "--no-wake-early",
+        action="store_true",
+        help="tick only on the interval (the daemon wakes sooner when work falls due)",
+    )
     run = p.add_argument_group("the run")
     run.add_argument("--warmup-hours", type=float, default=None, help="default: half the run")
     run.add_argument("--seed", type=int, default=1)
@@ -104,6 +109,7 @@ def main(_settings: Any, args: argparse.Namespace) -> int:
         "warmup_hours": args.warmup_hours,
         "seed": args.seed,
         "scale": args.scale,
+        "wake_early": not args.no_wake_early,
     }
     assert set(values) <= known
     progress = None if args.quiet or args.json else _progress

@@ -37,6 +37,7 @@ from dsar_scheduler.migrate import upgrade
 from dsar_scheduler.simulate.storage import SinkStorage
 from dsar_scheduler.simulate.transport import InProcessTransport
 from dsar_scheduler.states import State
+from dsar_scheduler.tick import BASELINE_BATCH
 
 API_HOST = "amplitude.sim"
 S3_HOST = "s3.sim"
@@ -72,6 +73,9 @@ class Workload:
     submit_batch_size: int | None = None
     #: Virtual time each API or download request takes (0: ticks are instantaneous).
     latency_ms: float = 0.0
+    #: Tick again as soon as the tick says there is work (as the daemon does), or only on
+    #: the regular interval.
+    wake_early: bool = True
     #: Steady state is measured from this hour on (default: half the run).
     warmup_hours: float | None = None
     seed: int = 1
@@ -195,10 +199,19 @@ def _settings(w: Workload, database_url: str) -> Settings:
         tick_interval_seconds=w.tick_minutes * 60,
         poll_interval_seconds=w.poll_interval_minutes * 60,
         max_poll_gap_seconds=w.max_poll_gap_hours * HOUR,
-        submit_batch_size=w.submit_batch_size,
+        submit_batch_size=_batch_size(w),
         log_format="console",
         log_level="error",
     )
+
+
+def _batch_size(w: Workload) -> int | None:
+    """The seed's 20 per tick scales with the run (2 per tick at 1/10 scale)."""
+    if w.submit_batch_size is not None:
+        return max(1, round(w.submit_batch_size / w.scale))
+    if w.policy == "baseline" and w.scale != 1:
+        return max(1, round(BASELINE_BATCH / w.scale))
+    return None
 
 
 def _emulator(w: Workload, clock: FakeClock) -> Emulator:
@@ -318,7 +331,7 @@ def _run(w: Workload, url: str, progress: Callable[[str], None] | None) -> Resul
             _note_finishes(app, emulator, tick_start, finish_times)
             samples.append(_sample(app, clock.now()))
             regular = tick_start + timedelta(minutes=w.tick_minutes)
-            wake = report.wake_at if report.wake_at is not None else regular
+            wake = report.wake_at if report.wake_at and w.wake_early else regular
             next_tick = max(min(regular, wake), clock.now())
             if progress is not None and samples[-1].hours >= next_report:
                 s = samples[-1]

@@ -1,0 +1,224 @@
+"""The capacity benchmark of issue 5: every figure beside its target.
+
+    .venv/bin/python -m tests.bench.capacity              # all, simulations at 1/10 scale
+    .venv/bin/python -m tests.bench.capacity --scale 1    # simulations at full scale (slow)
+    .venv/bin/python -m tests.bench.capacity --only tick,budget
+
+Sections:
+- ``sim``: the seed's plan (baseline) and the planner on the same backlog at the full budget
+  (14,400 an hour, fraction 1): users per hour in the steady state, 429s, results lost;
+- ``light``: a light load (the budget not binding): median time from done to stored;
+- ``tick``: one tick's work with 10,000 outstanding and 5,000 waiting on PostgreSQL, with a
+  client that answers at once (no network);
+- ``budget``: the budget query with a million rows in the call ledger (PostgreSQL, SQLite);
+- ``fetch``: a 1 GiB output file: peak memory of the fetching process and its throughput
+  against curl fetching the same file from the emulator.
+
+Not a test: numbers depend on the machine. Needs PostgreSQL at DSAR_TEST_PG_URL (as the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsar_scheduler.logs import configure
+from dsar_scheduler.simulate.report import table
+from dsar_scheduler.simulate.run import Workload, simulate
+
+
+@dataclass
+class Figure:
+    name: str
+    measured: str
+    target: str
+    ok: bool | None  # None: information, no target
+
+
+FIGURES: list[Figure] = []
+
+
+def note(name: str, measured: str, target: str = "", ok: bool | None = None) -> None:
+    FIGURES.append(Figure(name, measured, target, ok))
+    mark = "" if ok is None else ("  ok" if ok else "  MISSED")
+    print(f"  {name}: {measured}{'  (target ' + target + ')' if target else ''}{mark}")
+    sys.stdout.flush()
+
+
+def say(line: str) -> None:
+    print(line)
+    sys.stdout.flush()
+
+
+# -- sections ------------------------------------------------------------------------------
+
+
+def bench_sim(scale: float, hours: float, chart: Path | None) -> None:
+    say(f"\n== sim: baseline vs planner, backlog, full budget (run at 1/{scale:g} scale) ==")
+    common: dict[str, Any] = {
+        "hours": hours,
+        "backlog": 70_000,
+        "budget": 14_400,
+        "fraction": 1.0,
+        "warmup_hours": hours - 48,
+        "scale": scale,
+    }
+    results = {}
+    for policy in ("baseline", "planner"):
+        result = simulate(Workload(policy=policy, **common))  # type: ignore[arg-type]
+        results[policy] = result
+        say(table(result))
+    if chart is not None:
+        from dsar_scheduler.simulate.report import chart as draw
+
+        draw(list(results.values()), chart)
+        say(f"chart: {chart}")
+    base, plan = results["baseline"].figures(), results["planner"].figures()
+    note("baseline users/hour (the seed's plan)", f"{base['users_per_hour']:.1f}")
+    note(
+        "planner users/hour",
+        f"{plan['users_per_hour']:.1f}",
+        ">= 330",
+        plan["users_per_hour"] >= 330,
+    )
+    note(
+        "planner cost per user",
+        "{total:.1f} (submit {submit:.1f}, poll {poll:.1f}, fetch {fetch:.1f})".format(
+            **plan["cost_per_user"]
+        ),
+    )
+    for label, f in (("baseline", base), ("planner", plan)):
+        note(f"{label} 429s", str(f["rate_limited"]), "0", f["rate_limited"] == 0)
+        note(
+            f"{label} results lost to expiry",
+            str(f["lost_to_expiry"]),
+            "0",
+            f["lost_to_expiry"] == 0,
+        )
+    worst = plan["done_to_stored_max_s"] or 0
+    note("planner done -> stored, worst", f"{worst / 3600:.1f} h", "<< 48 h", worst < 24 * 3600)
+    note("planner budget used (steady)", f"{plan['budget_use']:.1%}")
+
+
+def bench_light(scale: float) -> None:
+    say("\n== light load: 20 users an hour, budget not binding ==")
+    result = simulate(Workload(hours=48, arrivals_per_hour=20, warmup_hours=12, scale=scale))
+    say(table(result))
+    f = result.figures()
+    p50 = f["done_to_stored_p50_s"] or 0
+    note(
+        "light load done -> stored, median",
+        f"{p50 / 60:.1f} min",
+        "<= 30 min (one tick)",
+        p50 <= 1800,
+    )
+    note("light load done -> stored, p95", f"{(f['done_to_stored_p95_s'] or 0) / 60:.1f} min")
+    note("light load 429s", str(f["rate_limited"]), "0", f["rate_limited"] == 0)
+
+
+def bench_tick() -> None:
+    from tests.bench.tick_work import pg_schema, populate, run_tick
+
+    say("\n== tick work: 10,000 outstanding + 5,000 waiting, PostgreSQL, instant client ==")
+    for admitted in (True, False):
+        label = "queued (admitted)" if admitted else "new queue rows (admitted by this tick)"
+        with pg_schema() as url:
+            populate(url, 10_000, 5_000, admitted, calls=200_000, window_cost=7_200, history=5_000)
+            seconds, summary, calls = run_tick(url)
+            again, _, calls2 = run_tick(url)
+        say(f"  5,000 {label}: first tick {summary}")
+        note(
+            f"tick work, 5,000 {label}",
+            f"{seconds:.2f} s ({calls} calls); next tick {again:.2f} s ({calls2} calls)",
+            "< 2 s",
+            seconds < 2.0,
+        )
+
+
+def bench_budget() -> None:
+    from tests.bench.tick_work import budget_query, pg_schema, populate
+
+    say("\n== budget query: 1,000,000 rows in dsar_api_calls, 7,200 in the last hour ==")
+    with pg_schema() as url:
+        populate(url, 0, 0, True, calls=1_000_000, window_cost=7_200, history=0)
+        spent, reserve = budget_query(url)
+    note(
+        "PostgreSQL: cost in the rolling hour",
+        f"{spent * 1000:.1f} ms",
+        "fast (< 20 ms)",
+        spent < 0.02,
+    )
+    note("PostgreSQL: reserve 100 calls", f"{reserve * 1000:.1f} ms")
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        populate(url, 0, 0, True, calls=1_000_000, window_cost=7_200, history=0)
+        spent, reserve = budget_query(url)
+    note(
+        "SQLite: cost in the rolling hour", f"{spent * 1000:.1f} ms", "fast (< 20 ms)", spent < 0.02
+    )
+    note("SQLite: reserve 100 calls", f"{reserve * 1000:.1f} ms")
+
+
+def bench_fetch(size_mib: int) -> None:
+    from tests.bench.fetch_big import run as fetch_run
+
+    say(f"\n== fetch: a {size_mib} MiB output file from the emulator (real HTTP, loopback) ==")
+    r = fetch_run(size_mib)
+    say("  " + json.dumps(r))
+    note(
+        "fetch peak RSS of the fetching process",
+        f"{r['peak_rss_mib']:.0f} MiB",
+        "< 100 MB",
+        r["peak_rss_mib"] * 1.048576 < 100,
+    )
+    note("fetch throughput, service (verified, stored)", f"{r['service_mib_s']:.0f} MiB/s")
+    note("fetch throughput, curl", f"{r['curl_mib_s']:.0f} MiB/s")
+    ratio = r["service_mib_s"] / r["curl_mib_s"]
+    note("fetch throughput, service / curl", f"{ratio:.0%}", ">= 70%", ratio >= 0.7)
+    note("fetch throughput, download alone (no verify, no disk)", f"{r['raw_mib_s']:.0f} MiB/s")
+    note("fetch throughput, curl | gzip -dc (C tools)", f"{r['curl_gunzip_mib_s']:.0f} MiB/s")
+    note("zlib inflate alone, one core (the floor)", f"{r['inflate_alone_mib_s']:.0f} MiB/s")
+    ratio2 = r["service_mib_s"] / r["curl_gunzip_mib_s"]
+    note("fetch throughput, service / (curl | gzip -dc)", f"{ratio2:.0%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", default="sim,light,tick,budget,fetch")
+    parser.add_argument("--scale", type=float, default=10.0, help="simulations at 1/SCALE")
+    parser.add_argument("--hours", type=float, default=144.0, help="simulated hours (sim)")
+    parser.add_argument("--chart", type=Path, default=None)
+    parser.add_argument("--fetch-mib", type=int, default=1024)
+    args = parser.parse_args(argv)
+    configure("console", "error")
+    only = set(args.only.split(","))
+    began = time.monotonic()
+    if "sim" in only:
+        bench_sim(args.scale, args.hours, args.chart)
+    if "light" in only:
+        bench_light(1.0)
+    if "tick" in only:
+        bench_tick()
+    if "budget" in only:
+        bench_budget()
+    if "fetch" in only:
+        bench_fetch(args.fetch_mib)
+    say(f"\n== summary ({time.monotonic() - began:.0f} s) ==")
+    width = max(len(f.name) for f in FIGURES)
+    say(f"  {'figure'.ljust(width)}  {'measured':<44} {'target':<22} ok")
+    for f in FIGURES:
+        ok = "" if f.ok is None else ("yes" if f.ok else "NO")
+        say(f"  {f.name.ljust(width)}  {f.measured:<44} {f.target:<22} {ok}")
+    return 0 if all(f.ok is not False for f in FIGURES) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Benchmark: one tick's own work (database and planning, no network) with 10,000 outstanding
+requests and 5,000 waiting, on PostgreSQL; and the budget query with a million rows in the call
+ledger. The Amplitude client is a fake that answers at once."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.orm import sessionmaker
+
+from dsar_scheduler.amplitude import RemoteStatus
+from dsar_scheduler.clock import FakeClock
+from dsar_scheduler.config import load_settings
+from dsar_scheduler.db import ApiCall, File, QueueRow, Request, make_engine
+from dsar_scheduler.ledger import Ledger
+from dsar_scheduler.metrics import Metrics
+from dsar_scheduler.migrate import upgrade
+from dsar_scheduler.simulate.storage import SinkStorage
+from dsar_scheduler.states import State
+from dsar_scheduler.tick import Tick, transition_listener
+
+PG_ADMIN_URL = os.environ.get(
+    "DSAR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dsar_test"
+)
+NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+FILE = gzip.compress(b'{"event_type":"x"}\n', mtime=0)
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL, dropped afterwards."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_ADMIN_URL else "?"
+    try:
+        yield f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+class _Download:
+    content_length = len(FILE)
+
+    def chunks(self) -> Iterator[bytes]:
+        yield FILE
+
+
+class FakeClient:
+    """Answers at once: every job still running, except ``done_share`` of them (two files)."""
+
+    def __init__(self, done_share: float, seed: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.done_share = done_share
+        self.next_id = 10_000_000
+        self.calls = 0
+
+    def check_output_url(self, url: str) -> None:
+        return None
+
+    def submit(self, amplitude_id: int, start: date, end: date) -> int:
+        self.calls += 1
+        self.next_id += 1
+        return self.next_id
+
+    def status(self, request_id: int) -> RemoteStatus:
+        self.calls += 1
+        if self.rng.random() < self.done_share:
+            urls = [
+                f"https://amplitude.com/api/2/dsar/requests/{request_id}/outputs/{n}"
+                for n in (0, 1)
+            ]
+            return RemoteStatus(request_id, "done", urls, NOW + timedelta(days=2), None)
+        return RemoteStatus(request_id, "submitted", [], None, None)
+
+    def resolve_output(self, url: str) -> str:
+        self.calls += 1
+        return "https://s3.example/x?sig=1"
+
+    @contextmanager
+    def download(self, url: str) -> Iterator[_Download]:
+        yield _Download()
+
+    def close(self) -> None:
+        return None
+
+
+def populate(
+    url: str,
+    outstanding: int,
+    waiting: int,
+    admitted: bool,
+    calls: int,
+    window_cost: int,
+    history: int,
+) -> None:
+    """Outstanding requests at every age of a 3-day job, with their polls spread over the
+    8-hour gap; ``waiting`` queue rows (admitted or not); ``history`` stored requests; and
+    ``calls`` rows in the call ledger, ``window_cost`` of them in the last hour."""
+    upgrade(url)
+    engine = make_engine(url)
+    rng = random.Random(7)
+    start, end = date(2024, 12, 1), date(2025, 12, 31)
+    total = outstanding + waiting + history
+    with engine.begin() as conn:
+        conn.execute(
+            insert(QueueRow),
+            [
+                {"amplitude_id": 1_000_000 + n, "start_date": start, "end_date": end}
+                for n in range(total)
+            ],
+        )
+        rows: list[dict[str, Any]] = []
+        for n in range(outstanding + history + (waiting if admitted else 0)):
+            queued_at = NOW - timedelta(hours=rng.uniform(0, 200))
+            row: dict[str, Any] = {
+                "queue_id": n + 1,
+                "amplitude_id": 1_000_000 + n,
+                "start_date": start,
+                "end_date": end,
+                "submissions": 1,
+                "failures": 0,
+                "expiries": 0,
+                "errors": 0,
+                "polls": 0,
+                "queued_at": queued_at,
+                "updated_at": queued_at,
+            }
+            if n < outstanding:
+                age = timedelta(hours=rng.uniform(0, 72))
+                polled = NOW - timedelta(hours=rng.uniform(0, 8.5))
+                submitted = NOW - age
+                polled = max(polled, submitted)
+                row.update(
+                    state=State.SUBMITTED,
+                    remote_request_id=5_000_000 + n,
+                    submitted_at=submitted,
+                    first_submitted_at=submitted,
+                    last_polled_at=polled if polled > submitted else None,
+                    next_action_at=polled + timedelta(hours=8),
+                )
+            elif n < outstanding + history:
+                done = NOW - timedelta(hours=rng.uniform(1, 300))
+                row.update(
+                    state=State.STORED,
+                    remote_request_id=5_000_000 + n,
+                    submitted_at=done - timedelta(hours=rng.uniform(1, 72)),
+                    done_at=done,
+                    stored_at=done,
+                    last_polled_at=done - timedelta(hours=rng.uniform(0, 8)),
+                )
+            else:
+                row.update(state=State.QUEUED)
+            rows.append(row)
+        for chunk in range(0, len(rows), 5000):
+            conn.execute(insert(Request), rows[chunk : chunk + 5000])
+        files = [
+            {
+                "request_id": n + 1,
+                "remote_request_id": 5_000_000 + n,
+                "output_index": k,
+                "url": f"https://amplitude.com/api/2/dsar/requests/{5_000_000 + n}/outputs/{k}",
+                "name": f"{5_000_000 + n}-{k:03d}.json.gz",
+                "state": "stored",
+                "attempts": 0,
+                "bytes": 1000,
+                "sha256": "0" * 64,
+                "event_count": 10,
+            }
+            for n in range(outstanding, outstanding + history)
+            for k in range(26)
+        ]
+        for chunk in range(0, len(files), 20_000):
+            conn.execute(insert(File), files[chunk : chunk + 20_000])
+        batch: list[dict[str, Any]] = []
+        in_window = 0
+        for n in range(calls):
+            if in_window < window_cost:
+                at = NOW - timedelta(seconds=rng.uniform(1, 3590))
+                in_window += 1
+            else:
+                at = NOW - timedelta(hours=rng.uniform(1.01, 24 * 60))
+            batch.append(
+                {
+                    "kind": "status",
+                    "cost": 1,
+                    "reserved_at": at,
+                    "counted_at": at,
+                    "finished_at": at,
+                    "outcome": "ok",
+                    "status_code": 200,
+                    "request_id": n % max(1, outstanding),
+                }
+            )
+            if len(batch) == 20_000:
+                conn.execute(insert(ApiCall), batch)
+                batch = []
+        if batch:
+            conn.execute(insert(ApiCall), batch)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE"))
+    engine.dispose()
+
+
+def run_tick(url: str, done_share: float = 0.005) -> tuple[float, dict[str, Any], int]:
+    """One tick with the fake client: (seconds, the tick's summary, calls made)."""
+    settings = load_settings(
+        database_url=url,
+        storage_url="file:///nonexistent",
+        AMPLITUDE_API_KEY="k",
+        AMPLITUDE_SECRET_KEY="s",
+        budget_fraction=1.0,
+        log_level="error",
+    )
+    engine = make_engine(url)
+    metrics = Metrics()
+    ledger = Ledger(
+        sessionmaker(engine, expire_on_commit=False),
+        settings.budget_limit,
+        on_transition=transition_listener(metrics),
+    )
+    client = FakeClient(done_share)
+    tick = Tick(
+        settings,
+        ledger,
+        client,  # type: ignore[arg-type]
+        SinkStorage(),
+        FakeClock(NOW),
+        metrics,
+        "bench",
+        rng=random.Random(1),
+    )
+    began = time.perf_counter()
+    report = tick.run()
+    elapsed = time.perf_counter() - began
+    engine.dispose()
+    return elapsed, report.summary(), client.calls
+
+
+def budget_query(url: str, repeat: int = 50) -> tuple[float, float]:
+    """(median seconds of ``spent``, of a ``reserve_many`` of 100 calls)."""
+    engine = make_engine(url)
+    ledger = Ledger(sessionmaker(engine, expire_on_commit=False), 10**9)
+    spent, reserve = [], []
+    for k in range(repeat):
+        t = time.perf_counter()
+        ledger.spent(NOW)
+        spent.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ledger.reserve_many("status", 1, NOW + timedelta(microseconds=k), [None] * 100)
+        reserve.append(time.perf_counter() - t)
+    engine.dispose()
+    spent.sort()
+    reserve.sort()
+    return spent[len(spent) // 2], reserve[len(reserve) // 2]
