@@ -138,10 +138,21 @@ def test_readme_explains_every_alert() -> None:
         assert f"`{rule['alert']}`" in section, rule["alert"]
 
 
-def test_no_successful_tick_threshold_is_two_default_intervals() -> None:
+def test_no_successful_tick_threshold_is_two_of_the_exported_tick_intervals() -> None:
+    """The rule reads the interval the service exports (so it follows the setting; the unit
+    tests in config/prometheus/tests/ run it with 30- and 10-minute intervals)."""
     rule = next(r for r in alert_rules() if r["alert"] == "DsarNoSuccessfulTick")
-    threshold = float(rule["expr"].rsplit(">", 1)[1])
-    assert threshold == 2 * Settings().tick_interval_seconds
+    threshold = " ".join(rule["expr"].rsplit(">", 1)[1].split())
+    assert threshold == "2 * max by (job) (dsar_tick_interval_seconds)"
+
+
+def test_the_tick_interval_gauge_is_the_setting(live_metrics: str) -> None:
+    values = {
+        s.name: s.value
+        for family in text_string_to_metric_families(live_metrics)
+        for s in family.samples
+    }
+    assert values["dsar_tick_interval_seconds"] == Settings().tick_interval_seconds
 
 
 # -- the live service's /metrics -----------------------------------------------------------

@@ -73,6 +73,7 @@ def build_app(
 ) -> App:
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
+    metrics.tick_interval.set(settings.tick_interval_seconds)
     api_key, secret_key = settings.require_credentials()
     engine = make_engine(settings.database_url)
     sessions = sessionmaker(engine, expire_on_commit=False)

@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
@@ -16,6 +16,9 @@ from . import __version__
 from .config import ConfigError, Settings, load_settings
 from .logs import configure
 from .storage import StorageError
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 DESCRIPTION = """\
 dsar-scheduler fulfils privacy access requests (CCPA right to know, GDPR Art. 15) against
@@ -80,10 +83,23 @@ def cmd_tick(settings: Settings, _args: argparse.Namespace) -> int:
         except StorageError as exc:  # the tick reports storage trouble itself
             _out(f"dsar: cannot clean up temporaries: {exc}", sys.stderr)
         report = app.tick()
+        if settings.pushgateway_url:
+            _push_metrics(app.metrics, settings.pushgateway_url, settings.pushgateway_job)
     finally:
         app.close()
     _out(json.dumps({"outcome": report.outcome, **report.summary()}, default=str))
     return 0 if report.outcome in ("ok", "skipped") else 1
+
+
+def _push_metrics(metrics: Metrics, gateway: str, job: str) -> None:
+    """Best effort: the tick's work stands whether or not its metrics reach the gateway (a
+    stale push shows as DsarNoSuccessfulTick), so a failed push is reported, not fatal."""
+    from .metrics import push, without_userinfo
+
+    try:
+        push(metrics.registry, gateway, job)
+    except Exception as exc:  # urllib raises URLError/HTTPError (OSError) and ValueError
+        _out(f"dsar: cannot push metrics to {without_userinfo(gateway)}: {exc}", sys.stderr)
 
 
 def _rows_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=30, ge=0)
     #: Write subjects' Amplitude IDs to the logs (off: they are scrubbed from every log line).
     log_subject_ids: bool = False
+    #: ``dsar tick`` (a CronJob, no /metrics to scrape) pushes its metrics to this Prometheus
+    #: Pushgateway after each tick, under ``job=DSAR_PUSHGATEWAY_JOB`` (unset: no push).
+    pushgateway_url: str | None = None
+    pushgateway_job: str = Field(default="dsar", min_length=1)
 
     @classmethod
     def settings_customise_sources(

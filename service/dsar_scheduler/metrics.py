@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway
 from prometheus_client.registry import Collector
 
 from .ledger import Ledger, Snapshot
@@ -93,6 +96,12 @@ class Metrics:
         )
         self.ticks = Counter(
             "dsar_ticks", "Ticks by outcome (ok, error, skipped)", ["outcome"], registry=r
+        )
+        # Alerts compare the time since the last good tick with this, not with a constant.
+        self.tick_interval = Gauge(
+            "dsar_tick_interval_seconds",
+            "Configured time between ticks (DSAR_TICK_INTERVAL_SECONDS)",
+            registry=r,
         )
 
     def watch_ledger(
@@ -185,3 +194,25 @@ def _gauges(snap: Snapshot, now: datetime, limit: int, org_budget: int) -> Itera
             "When the last tick that finished without error ended (Unix time)",
             snap.last_ok_tick.timestamp(),
         )
+
+
+def push(registry: CollectorRegistry, gateway: str, job: str, timeout: float = 10.0) -> None:
+    """Replace this job's group on a Prometheus Pushgateway with ``registry`` (CronJob mode:
+    a ``dsar tick`` process ends before any scrape). ``user:password@`` in the URL is sent as
+    HTTP basic auth. Raises ``OSError`` when it cannot."""
+    parts = urlsplit(gateway)
+    handler: Any = default_handler
+    if parts.username is not None:
+        user, password = unquote(parts.username), unquote(parts.password or "")
+        gateway = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+        def handler(url: str, method: str, timeout: float | None, headers: Any, data: bytes) -> Any:
+            return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+    push_to_gateway(gateway, job=job, registry=registry, timeout=timeout, handler=handler)
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` safe to print: any ``user:password@`` removed."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
