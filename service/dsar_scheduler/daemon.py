@@ -25,6 +25,9 @@ from .ops_http import OpsServer
 
 log = get_logger("dsar.daemon")
 TICK_JOB = "dsar-tick"
+#: A storage check is reused this long: on S3 it is three requests (and a KMS call with
+#: aws:kms), and probes may come every few seconds from several kubelets and load balancers.
+STORAGE_CHECK_TTL_S = 10.0
 
 
 class Daemon:
@@ -36,6 +39,8 @@ class Daemon:
         self.ticking_since: float | None = None
         self.last_tick_end: float | None = None
         self.ops: OpsServer | None = None
+        self._storage_check: tuple[float, bool, str] | None = None  # (when, ok, error)
+        self._storage_check_lock = threading.Lock()
 
     # -- health --------------------------------------------------------------------------
 
@@ -51,12 +56,23 @@ class Daemon:
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         db = self.app.database_ok()
-        try:
-            self.app.storage.check()
-            storage, detail = True, ""
-        except Exception as exc:
-            storage, detail = False, str(exc)[:200]
+        storage, detail = self._check_storage()
         return db and storage, {"database": db, "storage": storage, "storage_error": detail}
+
+    def _check_storage(self) -> tuple[bool, str]:
+        """The storage check, at most once per ``STORAGE_CHECK_TTL_S`` (probes that arrive
+        together wait for one check rather than each making their own)."""
+        with self._storage_check_lock:
+            cached = self._storage_check
+            if cached is not None and time.monotonic() - cached[0] < STORAGE_CHECK_TTL_S:
+                return cached[1], cached[2]
+            try:
+                self.app.storage.check()
+                ok, detail = True, ""
+            except Exception as exc:
+                ok, detail = False, str(exc)[:200]
+            self._storage_check = (time.monotonic(), ok, detail)
+            return ok, detail
 
     # -- running -------------------------------------------------------------------------
 
