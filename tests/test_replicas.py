@@ -94,6 +94,10 @@ def test_two_replicas_share_the_work_without_duplicates(
 
     # The ledger's cost is the emulator's, call for call.
     assert _ledger_cost(database_url) == emulator.cost_spent_total()
+    print(  # run with -s to see the figures
+        f"\ntwo replicas, budget not binding: {len(emulator.calls('api'))} API calls, cost "
+        f"{emulator.cost_spent_total()}, {expected} files, 429s {emulator.rate_limited_count()}"
+    )
     stored = list((tmp_path / "files").rglob("*.json.gz"))
     assert len(stored) == expected
 
