@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import create_engine, text
 
 from dsar_scheduler.clock import FakeClock
+from dsar_scheduler.logs import reset as reset_logging
 from dsar_scheduler.migrate import upgrade
 
 PG_ADMIN_URL = os.environ.get(
@@ -31,9 +32,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _reset_logging() -> Iterator[None]:
     """A test that configures logging (the CLI does) must not bind later tests to its
-    captured, by then closed, stderr."""
+    captured, by then closed, stderr, nor leave its level and handler to them."""
     yield
     structlog.reset_defaults()
+    reset_logging()
 
 
 @pytest.fixture

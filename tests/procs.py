@@ -14,13 +14,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
-from dsar_scheduler.emulator import Emulator
+from dsar_scheduler.clock import SystemClock
+from dsar_scheduler.emulator import Emulator, EmulatorConfig
 
 DSAR = shutil.which("dsar", path=str(Path(sys.executable).parent)) or "dsar"
 
@@ -30,6 +34,34 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+@contextmanager
+def wall_clock_emulator(seed: int, **options: Any) -> Iterator[Emulator]:
+    """The emulator on the real clock, for ``dsar`` processes: jobs finish within a second,
+    pre-signed URLs last a minute, and a budget big enough for 0.5 s polls."""
+    config: dict[str, Any] = {
+        "completion_min_s": 0.3,
+        "completion_max_s": 0.8,
+        "staging_max_s": 0.1,
+        "presign_ttl_s": 60,
+        "budget_per_hour": 1_000_000,
+        **options,
+    }
+    with Emulator(EmulatorConfig(seed=seed, **config), SystemClock()) as emulator:
+        yield emulator
+
+
+def wall_emulator_fixture(seed: int, name: str = "wall_emulator", **options: Any) -> Any:
+    """A pytest fixture yielding ``wall_clock_emulator(seed, **options)`` under ``name``;
+    assign it to a module-level name in the test module that uses it."""
+
+    @pytest.fixture(name=name)
+    def fixture() -> Iterator[Emulator]:
+        with wall_clock_emulator(seed, **options) as emulator:
+            yield emulator
+
+    return fixture
 
 
 def service_env(

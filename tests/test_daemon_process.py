@@ -3,33 +3,24 @@ SIGTERM stops it cleanly, even in the middle of a download, leaving no partial f
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import re
-from collections.abc import Iterator
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from dsar_scheduler.clock import SystemClock
-from dsar_scheduler.emulator import Emulator, EmulatorConfig
-from tests.procs import DaemonProcess, enqueue, run_cli, service_env
+from dsar_scheduler.emulator import Emulator
+from tests.procs import DaemonProcess, enqueue, run_cli, service_env, wall_emulator_fixture
 
 SUBJECTS = 3
 
 
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    config = EmulatorConfig(
-        seed=7,
-        completion_min_s=0.3,
-        completion_max_s=0.8,
-        staging_max_s=0.1,
-        presign_ttl_s=60,
-        budget_per_hour=1_000_000,
-    )
-    with Emulator(config, SystemClock()) as emu:
-        yield emu
+emulator = wall_emulator_fixture(seed=7, name="emulator")
 
 
 def _metric(text: str, name: str, labels: str = "") -> float:
@@ -152,3 +143,77 @@ def test_readyz_fails_when_storage_is_unwritable_and_healthz_stays_up(
         assert daemon.terminate() == 0
     finally:
         daemon.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_start_up_is_a_clean_exit(
+    tmp_path: Path, emulator: Emulator, signum: signal.Signals
+) -> None:
+    """An orchestrator may stop a container that is still starting. Here the daemon is held
+    at a known point of its start-up, before any daemon code runs: it reads its secret from
+    a FIFO (AMPLITUDE_SECRET_KEY_FILE) that nobody has written yet. The signal lands there;
+    once the secret arrives, the process must end by itself with exit code 0, having
+    started nothing (no tick, no call), rather than die by the signal."""
+    env = _prepare(tmp_path, emulator)
+    fifo = tmp_path / "secret.fifo"
+    os.mkfifo(fifo)
+    env.pop("AMPLITUDE_SECRET_KEY")
+    env["AMPLITUDE_SECRET_KEY_FILE"] = str(fifo)
+    daemon = DaemonProcess(env, tmp_path / "daemon.log").start()
+    try:
+        writer = _open_when_read(fifo, daemon)  # the daemon is now blocked reading it
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signum)
+        with os.fdopen(writer, "w") as secret:
+            secret.write(emulator.config.secret_key)
+        code = daemon.proc.wait(30)
+    finally:
+        daemon.close()
+    logs = daemon.logs(tail=100)
+    assert code == 0, logs
+    lines = [json.loads(line) for line in logs.splitlines()]
+    assert {"event": "daemon.signal", "signal": signum.name, "during": "start-up"}.items() <= (
+        next(x for x in lines if x["event"] == "daemon.signal").items()
+    )
+    assert lines[-1]["event"] == "daemon.stopped"
+    assert not [x for x in lines if x["event"].startswith("tick.")]
+    assert emulator.calls("api") == []
+
+
+def _open_when_read(fifo: Path, daemon: DaemonProcess) -> int:
+    """Open ``fifo`` for writing as soon as the daemon has it open for reading."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # ENXIO: no reader yet
+            if exc.errno != errno.ENXIO:
+                raise
+        assert daemon.proc is not None and daemon.proc.poll() is None, daemon.logs()
+        time.sleep(0.02)
+    raise AssertionError(f"dsar run never opened {fifo}:\n{daemon.logs()}")
+
+
+def test_apscheduler_warnings_come_out_as_json_like_every_other_line(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """A tick that outlasts the interval makes APScheduler skip a run and say so through the
+    standard ``logging`` module: that line too is a JSON object in the daemon's output."""
+    env = _prepare(tmp_path, emulator)
+    emulator.faults.set("api", slow_rate=1.0, slow_seconds=2.0)  # ticks of several seconds
+    daemon = DaemonProcess(env, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_until(
+            lambda: "maximum number of running instances" in daemon.logs(tail=400),
+            60,
+            "APScheduler's skipped-run warning",
+        )
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+    lines = [json.loads(line) for line in daemon.logs(tail=5000).splitlines()]
+    assert all(isinstance(line, dict) for line in lines)
+    skipped = [x for x in lines if "maximum number of running instances" in x["event"]]
+    assert skipped[0]["logger"] == "apscheduler.scheduler"
+    assert skipped[0]["level"] == "warning"
+    assert skipped[0]["event"].startswith('Execution of job "dsar tick')

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import create_engine, event, text
 
 from dsar_scheduler.amplitude import MAX_BODY_BYTES
-from dsar_scheduler.clock import FakeClock, SystemClock
-from dsar_scheduler.emulator import Emulator, EmulatorConfig
+from dsar_scheduler.clock import FakeClock
+from dsar_scheduler.emulator import Emulator
 from dsar_scheduler.migrate import upgrade
 from dsar_scheduler.states import State
 from dsar_scheduler.status import describe_request
@@ -36,7 +36,7 @@ from tests.faultkit import (
 )
 from tests.harness import Harness, harness
 from tests.netproxy import CuttableProxy
-from tests.procs import DaemonProcess, service_env
+from tests.procs import DaemonProcess, service_env, wall_emulator_fixture
 
 FAST = {"completion_min_s": 3600, "completion_max_s": 4 * 3600}
 HALF_HOUR = timedelta(minutes=30)
@@ -504,18 +504,7 @@ def test_storage_failing_ends_the_tick_cleanly_and_the_next_one_resumes(
 # -- the same against the real daemon process ----------------------------------------------
 
 
-@pytest.fixture
-def wall_emulator() -> Iterator[Emulator]:
-    config = EmulatorConfig(
-        seed=5,
-        completion_min_s=0.3,
-        completion_max_s=0.8,
-        staging_max_s=0.1,
-        presign_ttl_s=60,
-        budget_per_hour=1_000_000,
-    )
-    with Emulator(config, SystemClock()) as emu:
-        yield emu
+wall_emulator = wall_emulator_fixture(seed=5)
 
 
 def _stored(daemon: DaemonProcess, count: int) -> bool:

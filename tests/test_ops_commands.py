@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from dsar_scheduler.cli import main
-from dsar_scheduler.clock import FakeClock, SystemClock
-from dsar_scheduler.emulator import Emulator, EmulatorConfig
+from dsar_scheduler.clock import FakeClock
+from dsar_scheduler.emulator import Emulator
 from dsar_scheduler.migrate import upgrade
 from dsar_scheduler.states import State
 from tests.harness import Harness, harness
-from tests.procs import DaemonProcess, service_env
+from tests.procs import DaemonProcess, service_env, wall_emulator_fixture
 
 FAST = {"completion_min_s": 3600, "completion_max_s": 4 * 3600}
 HALF_HOUR = timedelta(minutes=30)
@@ -183,18 +182,7 @@ def test_status_of_one_request_tells_its_story(
 # -- the daemon process --------------------------------------------------------------------
 
 
-@pytest.fixture
-def wall_emulator() -> Iterator[Emulator]:
-    config = EmulatorConfig(
-        seed=9,
-        completion_min_s=0.3,
-        completion_max_s=0.8,
-        staging_max_s=0.1,
-        presign_ttl_s=60,
-        budget_per_hour=1_000_000,
-    )
-    with Emulator(config, SystemClock()) as emu:
-        yield emu
+wall_emulator = wall_emulator_fixture(seed=9)
 
 
 def _env(tmp_path: Path, emulator: Emulator, **settings: object) -> dict[str, str]:

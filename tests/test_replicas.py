@@ -77,9 +77,10 @@ def test_two_replicas_share_the_work_without_duplicates(
         for replica in replicas:
             replica.close()
 
-    # Both processes ran ticks; the lease let only one at a time do the work.
+    # Both processes tried to tick; the lease let one at a time do the work (which one, and
+    # whether the other ever got a turn, is up to timing: the emulator's record is the proof).
     logs = [replica.logs(tail=100_000) for replica in replicas]
-    assert all('"tick.finished"' in log for log in logs)
+    assert all('"tick.finished"' in log or '"tick.skipped"' in log for log in logs)
 
     # Each subject was submitted exactly once, each file downloaded exactly once.
     jobs = emulator.jobs().values()
@@ -176,9 +177,9 @@ def test_two_replicas_where_the_budget_binds_stay_within_it_together(
     # Demand exceeded the budget: work is left waiting for the next hour.
     assert states.get("stored", 0) < 12
     assert _ledger_cost(database_url) == spent  # call for call
-    # Both processes took part, and both met the ceiling (deferrals counted on each).
+    # Both processes took part (ticked or found the lease taken), and the ceiling was met.
     logs = [replica.logs(tail=100_000) for replica in replicas]
-    assert all('"tick.finished"' in log for log in logs)
+    assert all('"tick.finished"' in log or '"tick.skipped"' in log for log in logs)
     bodies = [s.text for s in scrapes if s is not None]
     assert len(bodies) == 2
     assert sum(_metric_sum(b, "dsar_budget_deferrals_total") for b in bodies) > 0

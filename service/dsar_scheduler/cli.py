@@ -10,15 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import httpx
-
 from . import __version__
-from .config import ConfigError, Settings, load_settings
-from .logs import configure
+from .shutdown import ShutdownSignals
 from .storage import StorageError
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .metrics import Metrics
+
+# Heavier modules (pydantic settings, httpx, structlog) are imported where they are used, so
+# that `dsar run` catches SIGTERM as early as it can (``main``).
 
 DESCRIPTION = """\
 dsar-scheduler fulfils privacy access requests (CCPA right to know, GDPR Art. 15) against
@@ -61,13 +62,14 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from .app import build_app
     from .daemon import Daemon
 
+    signals: ShutdownSignals = args.__dict__.get("shutdown") or ShutdownSignals().install()
     app = build_app(settings)
     try:
-        Daemon(app).run_forever()
+        Daemon(app, stop_event=signals.event).run_forever(signals)
     finally:
         app.close()
     return 0
@@ -107,6 +109,8 @@ def _rows_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
         with Path(args.csv).open(newline="") as handle:
             return [dict(row) for row in csv.DictReader(handle)]
     if args.amplitude_id is None or args.start is None or args.end is None:
+        from .config import ConfigError
+
         raise ConfigError("enqueue needs --amplitude-id, --start and --end, or --csv FILE")
     return [
         {
@@ -210,6 +214,8 @@ def cmd_demo(_settings: Settings | None, args: argparse.Namespace) -> int:
 
 
 def cmd_healthcheck(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
     port = args.port or settings.metrics_port
     try:
         response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
@@ -330,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        # Before settings are read or anything is built: a SIGTERM from here on is a clean
+        # stop (exit 0), not a death by signal (Daemon.run_forever reads it).
+        args.shutdown = ShutdownSignals().install()
+    from .config import ConfigError, load_settings
+    from .logs import configure
+
     try:
         settings = None if args.__dict__.get("needs_settings") is False else load_settings()
         if settings is not None:

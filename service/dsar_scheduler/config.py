@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=30, ge=0)
     #: Write subjects' Amplitude IDs to the logs (off: they are scrubbed from every log line).
     log_subject_ids: bool = False
+    #: Rows of ``dsar_api_calls`` older than this are deleted (hourly, in short batches). The
+    #: budget reads only the last hour and the tick at most six hours (429 history); ``dsar
+    #: status`` counts a request's calls only while they are kept, so keep it longer than a
+    #: request usually lives. At least one day.
+    call_retention_days: float = Field(default=30, ge=1)
     #: ``dsar tick`` (a CronJob, no /metrics to scrape) pushes its metrics to this Prometheus
     #: Pushgateway after each tick, under ``job=DSAR_PUSHGATEWAY_JOB`` (unset: no push).
     pushgateway_url: str | None = None

@@ -8,12 +8,10 @@ processes); the tick lease in the ledger keeps replicas from running ticks toget
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -22,6 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .app import App
 from .logs import get_logger
 from .ops_http import OpsServer
+from .shutdown import ShutdownSignals
 
 log = get_logger("dsar.daemon")
 TICK_JOB = "dsar-tick"
@@ -31,10 +30,15 @@ STORAGE_CHECK_TTL_S = 10.0
 
 
 class Daemon:
-    def __init__(self, app: App, interval_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        interval_seconds: float | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
         self.app = app
         self.interval = interval_seconds or app.settings.tick_interval_seconds
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event or threading.Event()
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.ticking_since: float | None = None
         self.last_tick_end: float | None = None
@@ -169,13 +173,22 @@ class Daemon:
             )
         return stopped
 
-    def run_forever(self) -> None:
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("daemon.signal", signal=signal.Signals(signum).name)
-            self.stop_event.set()
+    def run_forever(self, signals: ShutdownSignals | None = None) -> None:
+        """Run until SIGTERM/SIGINT. ``signals``: handlers ``dsar run`` installed at its very
+        start (sharing ``stop_event``); a signal that came during start-up ends the daemon
+        before it starts anything, with exit code 0 like any other clean stop."""
+        if signals is None:
+            signals = ShutdownSignals(self.stop_event).install()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        def on_signal(name: str) -> None:
+            log.info("daemon.signal", signal=name)
+
+        signals.on_signal = on_signal
+        if signals.received is not None:
+            log.info("daemon.signal", signal=signals.received, during="start-up")
+        if self.stop_event.is_set():
+            log.info("daemon.stopped", note="stopped before the first tick")
+            return
         self.start()
         try:
             while not self.stop_event.wait(0.5):

@@ -16,15 +16,43 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import ApiCall, Event, File, QueueRow, Request, ServiceState, Tick, write_transaction
+from .db import (
+    ApiCall,
+    Base,
+    Event,
+    File,
+    QueueRow,
+    Request,
+    ServiceState,
+    Tick,
+    write_transaction,
+)
 from .states import FINAL, OUTSTANDING, SUBMITTABLE, State, check_transition
 from .validation import Accepted, RawQueueRow, Rejected
 
 WINDOW = timedelta(hours=1)
+#: How far back the 429s that lengthen a backoff are counted.
+RATE_LIMIT_HISTORY = timedelta(hours=6)
+#: Reservations a stopped process left are looked for this far back.
+UNKNOWN_CALL_HISTORY = 2 * WINDOW
+#: The call history the ledger itself reads; pruning never comes closer to now than this.
+CALL_HISTORY_NEEDED = max(WINDOW, UNKNOWN_CALL_HISTORY, RATE_LIMIT_HISTORY)
 BUDGET_LOCK = "dsar-budget"
 BACKOFF_KEY = "rate_limited_until"
 TICK_LEASE = "tick-lease"
@@ -53,6 +81,16 @@ class PollCandidate:
     errors: int
     failures: int
     months: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A queue row's new ledger entry (``Ledger.admit``)."""
+
+    id: int
+    state: State
+    reason: str | None
+    amplitude_id: int | None
 
 
 @dataclass(frozen=True)
@@ -204,7 +242,7 @@ class Ledger:
         ``reserved`` row is then from an earlier tick that died between reserving a call and
         recording its answer. Whether the call reached Amplitude cannot be known, so its cost
         stays counted (the safe side for the budget). Returns (kind, cost) of each."""
-        recent = now - 2 * WINDOW  # older reservations no longer count towards any window
+        recent = now - UNKNOWN_CALL_HISTORY  # older ones no longer count towards any window
         with write_transaction(self.sessions, lock=BUDGET_LOCK) as session:
             rows = session.execute(
                 select(ApiCall.id, ApiCall.kind, ApiCall.cost).where(
@@ -242,11 +280,45 @@ class Ledger:
                 or 0
             )
 
-    def prune_calls(self, before: datetime) -> int:
-        """Drop call rows older than ``before`` (they no longer count towards any window)."""
+    def prune_calls(self, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` call rows that stopped counting before ``before``, oldest
+        first, in one short transaction (callers loop; no lock is held for long). Returns
+        how many went. ``before`` must lie well outside every window the ledger reads
+        (``CALL_HISTORY_NEEDED``)."""
+        oldest = (
+            select(ApiCall.id)
+            .where(ApiCall.counted_at < before, ApiCall.reserved_at < before)
+            .order_by(ApiCall.counted_at)
+            .limit(limit)
+        )
         with write_transaction(self.sessions) as session:
-            result = session.execute(delete(ApiCall).where(ApiCall.reserved_at < before))
+            result = session.execute(
+                delete(ApiCall)
+                .where(ApiCall.id.in_(oldest.scalar_subquery()))
+                .execution_options(synchronize_session=False)
+            )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def claim_chore(self, key: str, now: datetime, every: timedelta) -> bool:
+        """Take a periodic chore (housekeeping) if it is due, and make it not due again for
+        ``every``. Shared through the database, so replicas and ``dsar tick`` runs from cron
+        do it about once per ``every`` between them."""
+        with write_transaction(self.sessions, lock=key) as session:
+            row = session.get(ServiceState, key)
+            if row is not None and row.until is not None and row.until > now:
+                return False
+            if row is None:
+                session.add(ServiceState(key=key, value=None, until=now + every, updated_at=now))
+            else:
+                row.until, row.updated_at = now + every, now
+            return True
+
+    def chore_due(self, key: str, when: datetime) -> None:
+        """Make a chore due again at ``when`` (it stopped with work left)."""
+        with write_transaction(self.sessions, lock=key) as session:
+            row = session.get(ServiceState, key)
+            if row is not None:
+                row.until = when
 
     # -- the tick lease ----------------------------------------------------------------------
 
@@ -324,10 +396,10 @@ class Ledger:
 
     def admit(
         self, verdicts: Sequence[tuple[RawQueueRow, Accepted | Rejected]], now: datetime
-    ) -> list[Request]:
+    ) -> list[Admission]:
         """Write one ledger row (queued or rejected) per queue row; duplicates of an earlier
         ``external_ref`` are rejected here, inside the same transaction that checks them."""
-        created: list[Request] = []
+        created: list[Admission] = []
         notes: list[Transition] = []
         with write_transaction(self.sessions, lock="dsar-admit") as session:
             refs = {row.external_ref for row, _ in verdicts if row.external_ref}
@@ -379,30 +451,36 @@ class Ledger:
                     values.update(state=State.REJECTED, reason=verdict.reason)
                     reasons.append(verdict.reason)
                 rows.append(values)
-            # One statement for the batch (ids back in order), one for the audit events.
-            ids = (
-                session.scalars(
-                    insert(Request).returning(Request.id, sort_by_parameter_order=True), rows
-                ).all()
-                if rows
-                else []
-            )
+            # A plain executemany (pipelined on PostgreSQL: no giant multi-row statement for
+            # the driver to rewrite), the ids read back by queue row, the events likewise.
             if rows:
+                session.execute(insert(_table(Request)), rows)
+                ids = dict(
+                    session.execute(
+                        select(Request.queue_id, Request.id).where(
+                            Request.queue_id.in_([values["queue_id"] for values in rows])
+                        )
+                    ).all()
+                )
                 session.execute(
-                    insert(Event),
+                    insert(_table(Event)),
                     [
                         {
-                            "request_id": rid,
+                            "request_id": ids[values["queue_id"]],
                             "at": now,
                             "from_state": None,
                             "to_state": values["state"],
                             "reason": reason,
+                            "remote_request_id": None,
                         }
-                        for rid, values, reason in zip(ids, rows, reasons, strict=True)
+                        for values, reason in zip(rows, reasons, strict=True)
                     ],
                 )
-            for rid, values, reason in zip(ids, rows, reasons, strict=True):
-                created.append(Request(id=rid, **values))
+            for values, reason in zip(rows, reasons, strict=True):
+                rid = ids[values["queue_id"]]
+                created.append(
+                    Admission(rid, values["state"], values["reason"], values["amplitude_id"])
+                )
                 notes.append(Transition(rid, None, values["state"], reason, None, now))
         self._notify(notes)
         return created
@@ -423,32 +501,139 @@ class Ledger:
         Returns the updated request, or ``None`` if its state had moved on (someone else acted).
         """
         with write_transaction(self.sessions) as session:
+            moved = self._move_in(session, request_id, expected, new, reason, now, changes)
+        if moved is None:
+            return None
+        self._notify([moved[1]])
+        return moved[0]
+
+    @staticmethod
+    def _move_in(
+        session: Session,
+        request_id: int,
+        expected: Collection[State],
+        new: State,
+        reason: str,
+        now: datetime,
+        changes: dict[str, Any],
+    ) -> tuple[Request, Transition] | None:
+        """``move`` inside the caller's transaction; the transition is for ``_notify``."""
+        request = session.scalar(select(Request).where(Request.id == request_id).with_for_update())
+        if request is None or State(request.state) not in expected:
+            return None
+        check_transition(State(request.state), new)
+        previous = request.state
+        request.state, request.updated_at = new, now
+        # The request's visible reason is the event's, unless the caller says otherwise.
+        request.reason = changes.pop("request_reason", reason)
+        for key, value in changes.items():
+            setattr(request, key, value)
+        session.add(
+            Event(
+                request_id=request_id,
+                at=now,
+                from_state=previous,
+                to_state=new,
+                reason=reason,
+                remote_request_id=request.remote_request_id,
+            )
+        )
+        return request, Transition(
+            request_id, previous, new, reason, request.remote_request_id, now
+        )
+
+    # -- the final transition ----------------------------------------------------------------
+    #
+    # Writing the manifest and moving the request to ``stored`` cannot be one atomic step (one
+    # is in storage, the other in the database), and ``dsar cancel`` may land in between. The
+    # rule: whichever commits its compare-and-set first wins. A stored request always has its
+    # manifest; a request that is not stored never keeps one. Before the manifest is written,
+    # a note naming its key is committed (``begin_store``); the move to ``stored`` removes the
+    # note in the same transaction (``finish_store``). If the move loses (the request was
+    # cancelled meanwhile), the manifest is deleted and the note with it (``store_withdrawn``);
+    # a process that dies in between leaves the note, and the next tick finishes the job
+    # (``store_notes``).
+
+    def begin_store(self, request_id: int, manifest_key: str, now: datetime) -> bool:
+        """Note that ``manifest_key`` is about to be written for a request still ``done`` or
+        ``fetching``; ``False`` (write nothing) if it is not."""
+        with write_transaction(self.sessions) as session:
+            state = session.scalar(
+                select(Request.state).where(Request.id == request_id).with_for_update()
+            )
+            if state not in (State.DONE, State.FETCHING):
+                return False
+            key = _store_note(request_id)
+            row = session.get(ServiceState, key)
+            if row is None:
+                session.add(ServiceState(key=key, value=manifest_key, until=None, updated_at=now))
+            else:
+                row.value, row.updated_at = manifest_key, now
+            return True
+
+    def finish_store(self, request_id: int, reason: str, now: datetime) -> Request | None:
+        """The final compare-and-set: ``done``/``fetching`` to ``stored``, and the note of its
+        manifest removed, in one transaction. ``None`` if the request had moved on (a cancel
+        won): its manifest must then go (``store_withdrawn``)."""
+        with write_transaction(self.sessions) as session:
+            moved = self._move_in(
+                session,
+                request_id,
+                {State.DONE, State.FETCHING},
+                State.STORED,
+                reason,
+                now,
+                {"stored_at": now, "request_reason": None},
+            )
+            if moved is not None:
+                session.execute(
+                    delete(ServiceState).where(ServiceState.key == _store_note(request_id))
+                )
+        if moved is None:
+            return None
+        self._notify([moved[1]])
+        return moved[0]
+
+    def store_notes(self) -> list[tuple[int, str, str]]:
+        """Manifests that may have been written without the request being stored: (request
+        id, manifest key, the request's state now)."""
+        with self.sessions() as session:
+            notes = {
+                int(key.removeprefix(STORE_NOTE)): str(value)
+                for key, value in session.execute(
+                    select(ServiceState.key, ServiceState.value).where(
+                        ServiceState.key.startswith(STORE_NOTE, autoescape=True)
+                    )
+                )
+            }
+            if not notes:
+                return []
+            states = dict(
+                session.execute(
+                    select(Request.id, Request.state).where(Request.id.in_(list(notes)))
+                ).all()
+            )
+        return [(rid, key, str(states.get(rid, ""))) for rid, key in sorted(notes.items())]
+
+    def store_withdrawn(self, request_id: int, reason: str | None, now: datetime) -> None:
+        """The manifest noted for a request that is not stored has been deleted: drop the
+        note, and (``reason``) say so in its audit trail, without changing its state."""
+        with write_transaction(self.sessions) as session:
+            session.execute(delete(ServiceState).where(ServiceState.key == _store_note(request_id)))
             request = session.scalar(
                 select(Request).where(Request.id == request_id).with_for_update()
             )
-            if request is None or State(request.state) not in expected:
-                return None
-            check_transition(State(request.state), new)
-            previous = request.state
-            request.state, request.updated_at = new, now
-            # The request's visible reason is the event's, unless the caller says otherwise.
-            request.reason = changes.pop("request_reason", reason)
-            for key, value in changes.items():
-                setattr(request, key, value)
-            session.add(
-                Event(
-                    request_id=request_id,
-                    at=now,
-                    from_state=previous,
-                    to_state=new,
-                    reason=reason,
-                    remote_request_id=request.remote_request_id,
+            if reason is not None and request is not None and request.state != State.STORED:
+                session.add(
+                    Event(
+                        request_id=request_id,
+                        at=now,
+                        from_state=request.state,
+                        to_state=request.state,
+                        reason=reason,
+                        remote_request_id=request.remote_request_id,
+                    )
                 )
-            )
-        self._notify(
-            [Transition(request_id, previous, new, reason, request.remote_request_id, now)]
-        )
-        return request
 
     def update(self, request_id: int, now: datetime, **changes: Any) -> None:
         """Change bookkeeping columns (next action time, error counts) without a transition."""
@@ -1181,6 +1366,18 @@ class Ledger:
                 return row.id
         except IntegrityError:
             return None
+
+
+STORE_NOTE = "storing:"
+
+
+def _store_note(request_id: int) -> str:
+    return f"{STORE_NOTE}{request_id}"
+
+
+def _table(model: type[Base]) -> Table:
+    """A model's Core table: Core executemany skips the ORM's per-row bookkeeping."""
+    return model.metadata.tables[model.__tablename__]
 
 
 def _months(start: date | None, end: date | None) -> int:

@@ -9,6 +9,11 @@ quotes a response body can leak:
   every string, wherever they appear;
 - subjects: Amplitude IDs and user IDs (keys named so, and ``amplitudeId: 123``-like text in
   messages and quoted bodies) are replaced, unless the operator sets DSAR_LOG_SUBJECT_IDS.
+
+Libraries log through the standard ``logging`` module (APScheduler's missed-run warnings,
+SQLAlchemy, boto3), and Python itself prints warnings and uncaught exceptions: all of it goes
+through the same scrubber and renderer (``ProcessorFormatter``), so every line is one JSON
+object (with ``logger`` naming the library) and nothing skips the scrubbing.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import base64
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable, MutableMapping
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -89,24 +96,108 @@ def configure(
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    scrubber = _Scrubber(subject_ids, _secret_forms(secrets, auth_pairs))
+    threshold = logging.getLevelNamesMapping()[level.upper()]
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             structlog.processors.format_exc_info,
-            _Scrubber(subject_ids, _secret_forms(secrets, auth_pairs)),
+            scrubber,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # Quiet libraries that would log URLs (pre-signed URLs carry signatures) at info level.
+    handler = _StderrHandler(threshold)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_log_level, add_logger_name, timestamper],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                scrubber,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)  # configured before (tests, the demo): replace, never stack
+    root.addHandler(handler)
+    # Libraries speak from WARNING up (at info and debug some log URLs, and pre-signed URLs
+    # carry signatures), whatever DSAR_LOG_LEVEL says; it only makes them quieter.
+    root.setLevel(max(logging.WARNING, threshold))
     for name in ("httpx", "httpcore", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger
+    _route_uncaught_exceptions()
+
+
+def reset() -> None:
+    """Undo ``configure``'s changes to the standard library's logging and hooks (for tests,
+    which configure many times in one process)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    if sys.excepthook is _log_uncaught:
+        sys.excepthook = sys.__excepthook__
+    if threading.excepthook is _log_uncaught_in_thread:
+        threading.excepthook = threading.__excepthook__
+
+
+def add_logger_name(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The standard-library logger's name (``apscheduler.scheduler``), for foreign lines."""
+    record = event.get("_record")
+    if record is not None:
+        event["logger"] = record.name
+    return event
+
+
+class _StderrHandler(logging.Handler):
+    """Writes formatted records to whatever ``sys.stderr`` is at the time (structlog's lines go
+    there too), one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def _route_uncaught_exceptions() -> None:
+    """An exception nothing caught (in the main thread or another) is logged as one line,
+    scrubbed, instead of Python's plain traceback. Hooks someone else installed (a test
+    runner's) are left alone."""
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _log_uncaught
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    get_logger("dsar").critical("uncaught_exception", exc_info=(kind, value, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    get_logger("dsar").critical(
+        "uncaught_exception",
+        thread=args.thread.name if args.thread is not None else None,
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+    )
 
 
 def get_logger(name: str) -> Any:

@@ -22,7 +22,15 @@ from .backoff import backoff_delay
 from .clock import Clock
 from .config import Settings
 from .db import File, Request
-from .ledger import CallTicket, Ledger, Submitted, Transition
+from .ledger import (
+    CALL_HISTORY_NEEDED,
+    RATE_LIMIT_HISTORY,
+    Admission,
+    CallTicket,
+    Ledger,
+    Submitted,
+    Transition,
+)
 from .liveness import holder_is_gone
 from .logs import get_logger
 from .manifest import MANIFEST_NAME, build_manifest
@@ -54,6 +62,13 @@ WAKE_BUDGET_SHARE = 0.05
 LEASE_TTL = timedelta(minutes=10)
 LEASE_RENEW_EVERY = 30.0  # seconds of wall time
 COST = {"submit": 8, "status": 1, "fetch": 1}
+#: Housekeeping of the call ledger (DSAR_CALL_RETENTION_DAYS): at most this often, in
+#: transactions of at most PRUNE_BATCH rows, at most PRUNE_BATCHES of them per tick (a
+#: backlog is worked off tick by tick).
+PRUNE_CHORE = "prune-api-calls"
+PRUNE_EVERY = timedelta(hours=1)
+PRUNE_BATCH = 5000
+PRUNE_BATCHES = 20
 #: The seed's plan: this many submissions per tick (DSAR_SUBMIT_BATCH_SIZE overrides).
 BASELINE_BATCH = 20
 
@@ -161,6 +176,7 @@ class Tick:
         self.settle_unknown_calls()
         self.admit()
         self.recover()
+        self.settle_store_notes()
         self.complete_stored()
         self.expire()
         try:
@@ -172,6 +188,7 @@ class Tick:
         except StopTick as stop:
             self.report.stopped_by = str(stop)
             log.info("tick.stopped_early", reason=str(stop))
+        self.prune_calls()
         if self.settings.policy == "planner":
             self.report.wake_at = self._wake_at()
 
@@ -219,10 +236,10 @@ class Tick:
 
     def _admit_one_by_one(
         self, verdicts: list[tuple[RawQueueRow, Accepted | Rejected]]
-    ) -> list[Request]:
+    ) -> list[Admission]:
         """A batch failed (a value the ledger cannot hold): admit rows alone, and reject with
         the database's complaint any row that still cannot be written."""
-        created: list[Request] = []
+        created: list[Admission] = []
         for row, verdict in verdicts:
             try:
                 created += self.ledger.admit([(row, verdict)], self.clock.now())
@@ -267,6 +284,34 @@ class Tick:
                 note="reserved by a process that stopped before recording the answer; "
                 "counted as spent",
             )
+
+    def prune_calls(self) -> None:
+        """Housekeeping, after the API work: delete call rows older than
+        DSAR_CALL_RETENTION_DAYS, about once an hour, in short transactions (the budget reads
+        only the last hour, through an index, so it is correct with or without them; they
+        only make the table grow). A failure is logged and left for the next hour: it does
+        not fail the tick, whose requests are unaffected."""
+        now = self.clock.now()
+        retention = max(timedelta(days=self.settings.call_retention_days), CALL_HISTORY_NEEDED)
+        try:
+            if not self.ledger.claim_chore(PRUNE_CHORE, now, PRUNE_EVERY):
+                return
+            removed, left = 0, True
+            for _ in range(PRUNE_BATCHES):
+                if self.stop.is_set():
+                    break
+                count = self.ledger.prune_calls(now - retention, PRUNE_BATCH)
+                removed += count
+                if count < PRUNE_BATCH:
+                    left = False
+                    break
+            if left:  # a backlog (or a shutdown): carry on at the next tick
+                self.ledger.chore_due(PRUNE_CHORE, now)
+        except Exception:
+            log.exception("calls.prune_failed")
+            return
+        if removed:
+            log.info("calls.pruned", count=removed, older_than=(now - retention).isoformat())
 
     def complete_stored(self) -> None:
         for request in self.ledger.completed_unrecorded():
@@ -401,7 +446,7 @@ class Tick:
             now = self.clock.now()
             wait = err.retry_after
             if wait is None:
-                recent = self.ledger.count_calls("rate_limited", now - timedelta(hours=6))
+                recent = self.ledger.count_calls("rate_limited", now - RATE_LIMIT_HISTORY)
                 wait = backoff_delay(recent, base=60, cap=3600, rng=self.rng)
             self.ledger.set_backoff(now + timedelta(seconds=wait), now, "429 from Amplitude")
             raise StopTick("rate limited")
@@ -598,34 +643,76 @@ class Tick:
             self.report.dead += 1
 
     def _store_if_complete(self, request: Request) -> None:
+        """Every file stored: write the manifest, then move to ``stored`` by compare-and-set.
+        A ``dsar cancel`` that commits first wins: the manifest is deleted again and the
+        request stays cancelled (``Ledger.begin_store`` explains the protocol)."""
         files = self.ledger.files_of(request.id, request.remote_request_id)
         if any(f.state != "stored" for f in files):
             return
         now = self.clock.now()
         prefix = request.storage_prefix or f"req-{request.id:08d}"
-        current = {f"{prefix}/{f.name}" for f in files} | {f"{prefix}/{MANIFEST_NAME}"}
+        manifest_key = f"{prefix}/{MANIFEST_NAME}"
+        current = {f"{prefix}/{f.name}" for f in files} | {manifest_key}
+        if not self.ledger.begin_store(request.id, manifest_key, now):
+            return  # cancelled before its manifest was written: nothing to undo
         try:
             manifest = build_manifest(request, files, now)
-            self.storage.put_bytes(f"{prefix}/{MANIFEST_NAME}", manifest)
+            self.storage.put_bytes(manifest_key, manifest)
             for stale in set(self.storage.list(prefix)) - current:
                 self.storage.delete(stale)  # files of an earlier, superseded remote request
         except StorageError as err:  # the next tick's completion sweep writes it
             self._storage_failed(request, err)
             return
-        moved = self.ledger.move(
-            request.id,
-            {State.DONE, State.FETCHING},
-            State.STORED,
-            f"{len(files)} file(s) stored and verified",
-            now,
-            stored_at=now,
-            request_reason=None,
+        moved = self.ledger.finish_store(
+            request.id, f"{len(files)} file(s) stored and verified", now
         )
-        if moved is not None:
-            self.report.requests_stored += 1
-            if request.done_at is not None:
-                self.metrics.done_to_stored.observe((now - request.done_at).total_seconds())
-            self.metrics.queue_to_stored.observe((now - request.queued_at).total_seconds())
+        if moved is None:
+            self._withdraw_manifest(request.id, manifest_key)
+            return
+        self.report.requests_stored += 1
+        if request.done_at is not None:
+            self.metrics.done_to_stored.observe((now - request.done_at).total_seconds())
+        self.metrics.queue_to_stored.observe((now - request.queued_at).total_seconds())
+
+    def _withdraw_manifest(self, request_id: int, manifest_key: str) -> None:
+        """A manifest was written for a request that is not stored (it was cancelled while
+        the manifest was written): delete it, keep the files, and say so in the audit trail.
+        If storage refuses, the note stays and the next tick tries again."""
+        request = self.ledger.get(request_id)
+        state = request.state if request is not None else "gone"
+        if state == State.STORED:  # stored after all (by this very tick): the manifest stays
+            self.ledger.store_withdrawn(request_id, None, self.clock.now())
+            return
+        try:
+            self.storage.delete(manifest_key)
+        except StorageError as err:
+            if request is not None:
+                self._storage_failed(request, err)
+            return
+        files = (
+            self.ledger.files_of(request_id, request.remote_request_id)
+            if request is not None
+            else []
+        )
+        stored = sum(1 for f in files if f.state == "stored")
+        reason = (
+            f"{MANIFEST_NAME} withdrawn: the request is {state}, not stored (it changed while "
+            f"its manifest was being written); {stored} stored file(s) stay under "
+            f"{manifest_key.rsplit('/', 1)[0]}/ without a manifest"
+        )
+        self.ledger.store_withdrawn(request_id, reason, self.clock.now())
+        log.info("request.manifest_withdrawn", request_id=request_id, state=state, files=stored)
+
+    def settle_store_notes(self) -> None:
+        """A process that stopped between writing a manifest and recording the outcome left
+        a note: a request still ``done``/``fetching`` is completed by the completion sweep
+        that follows; any other state (a cancel won) must not keep a manifest."""
+        for request_id, manifest_key, state in self.ledger.store_notes():
+            if state in (State.DONE, State.FETCHING):
+                continue
+            if self._storage_broken:
+                return
+            self._withdraw_manifest(request_id, manifest_key)
 
     # -- 4. poll -------------------------------------------------------------------------
 

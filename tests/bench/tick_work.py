@@ -190,8 +190,8 @@ def populate(
             if in_window < window_cost:
                 at = NOW - timedelta(seconds=rng.uniform(1, 3590))
                 in_window += 1
-            else:
-                at = NOW - timedelta(hours=rng.uniform(1.01, 24 * 60))
+            else:  # within the 30-day retention: the steady state, nothing left to prune
+                at = NOW - timedelta(hours=rng.uniform(1.01, 24 * 29))
             batch.append(
                 {
                     "kind": "status",

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import logging
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +20,8 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+log = logging.getLogger("dsar.emulator")
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,16 @@ class _Server(ThreadingHTTPServer):
         self.server_name = str(host)
         self.server_port = int(port)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (a daemon killed or stopped, a download cut
+        short) is routine for an emulator under fault tests: one debug line. Anything else
+        is a bug and keeps the standard library's traceback on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            _client_gone(client_address, error)
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -129,6 +143,11 @@ class _Handler(BaseHTTPRequestHandler):
         server = self._server()
         try:
             request = self._read_request()
+        except ConnectionError as exc:  # the client left while sending: nobody to answer
+            _client_gone(self.client_address, exc)
+            self.close_connection = True
+            return
+        try:
             response = server.app(request)
         except Exception as exc:  # a bug in the emulator: answer 500, let the test see it
             server.on_error(f"{type(exc).__name__}: {exc}")
@@ -140,7 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             self._write(response)
-        except OSError:  # the client went away: nothing to tell it
+        except OSError as exc:  # the client went away: nothing to tell it
+            _client_gone(self.client_address, exc)
             self.close_connection = True
 
     def _read_request(self) -> HttpRequest:
@@ -171,6 +191,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _client_gone(client_address: Any, error: OSError) -> None:
+    peer = ":".join(str(part) for part in tuple(client_address)[:2])
+    log.debug("client %s went away: %s: %s", peer, type(error).__name__, error)
 
 
 class ServerThread:

@@ -200,6 +200,8 @@ def _settings(w: Workload, database_url: str) -> Settings:
         poll_interval_seconds=w.poll_interval_minutes * 60,
         max_poll_gap_seconds=w.max_poll_gap_hours * HOUR,
         submit_batch_size=_batch_size(w),
+        # the whole run's calls stay in the ledger: the report reconciles them all
+        call_retention_days=max(30.0, w.hours / 24 + 1),
         log_format="console",
         log_level="error",
     )
