@@ -8,16 +8,14 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dsar_scheduler.clock import SystemClock
-from dsar_scheduler.emulator import Emulator, EmulatorConfig
-from tests.procs import DSAR, enqueue, free_port, run_cli, service_env
+from dsar_scheduler.emulator import Emulator
+from tests.procs import DSAR, enqueue, free_port, run_cli, service_env, wall_emulator_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOW_MISSING = os.environ.get("DSAR_ALLOW_NO_PROMTOOL") == "1"
@@ -81,11 +79,7 @@ class Gateway:
         self.process.wait(timeout=10)
 
 
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    config = EmulatorConfig(seed=3, completion_min_s=60, completion_max_s=120)
-    with Emulator(config, SystemClock()) as emu:
-        yield emu
+emulator = wall_emulator_fixture(seed=3, name="emulator", completion_min_s=60, completion_max_s=120)
 
 
 def _env(tmp_path: Path, emulator: Emulator, gateway_url: str) -> dict[str, str]:

@@ -8,32 +8,20 @@ row submitted twice or a file downloaded twice shows there whatever the ledger b
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
-from dsar_scheduler.clock import SystemClock
 from dsar_scheduler.db import ApiCall, Request, make_engine
-from dsar_scheduler.emulator import Emulator, EmulatorConfig
-from tests.procs import DaemonProcess, enqueue, service_env
+from dsar_scheduler.emulator import Emulator
+from tests.procs import DaemonProcess, enqueue, service_env, wall_emulator_fixture
 
 SUBJECTS = 8
 
 
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    config = EmulatorConfig(
-        seed=11,
-        completion_min_s=0.5,
-        completion_max_s=2.0,
-        staging_max_s=0.1,
-        presign_ttl_s=60,
-        budget_per_hour=1_000_000,
-    )
-    with Emulator(config, SystemClock()) as emu:
-        yield emu
+emulator = wall_emulator_fixture(
+    seed=11, name="emulator", completion_min_s=0.5, completion_max_s=2.0
+)
 
 
 def _by_state(database_url: str) -> dict[str, int]:
@@ -108,18 +96,13 @@ def test_two_replicas_share_the_work_without_duplicates(
 TIGHT_BUDGET = 120
 
 
-@pytest.fixture
-def tight_emulator() -> Iterator[Emulator]:
-    config = EmulatorConfig(
-        seed=12,
-        completion_min_s=0.5,
-        completion_max_s=2.0,
-        staging_max_s=0.1,
-        presign_ttl_s=60,
-        budget_per_hour=TIGHT_BUDGET,
-    )
-    with Emulator(config, SystemClock()) as emu:
-        yield emu
+tight_emulator = wall_emulator_fixture(
+    seed=12,
+    name="tight_emulator",
+    completion_min_s=0.5,
+    completion_max_s=2.0,
+    budget_per_hour=TIGHT_BUDGET,
+)
 
 
 def _metric_sum(body: str, name: str) -> float:
