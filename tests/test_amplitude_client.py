@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import httpx
@@ -142,6 +143,43 @@ def test_output_redirect_is_followed_without_credentials() -> None:
     assert body == payload  # raw bytes as served, not un-gzipped
     assert "authorization" in api_seen[0].headers
     assert "authorization" not in s3_seen[0].headers
+
+
+def test_download_chunks_join_small_reads_and_keep_every_byte() -> None:
+    body = bytes(range(256)) * 40  # 10,240 bytes, served in reads of 100
+
+    class Trickle(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            for i in range(0, len(body), 100):
+                yield body[i : i + 100]
+
+    c = client(
+        httpx.MockTransport(lambda _: httpx.Response(200)),
+        httpx.MockTransport(lambda _: httpx.Response(200, stream=Trickle())),
+    )
+    with c.download("https://bucket.s3.amazonaws.com/f?sig=1") as download:
+        chunks = list(download.chunks(1000))
+    assert b"".join(chunks) == body
+    assert all(len(chunk) >= 1000 for chunk in chunks[:-1])
+    assert len(chunks) == 11  # ten of 1,000 (ten reads each) and the 240 left
+
+
+def test_download_interrupted_mid_body_is_transient() -> None:
+    class Torn(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"x" * 5000
+            raise httpx.RemoteProtocolError("peer closed connection")
+
+    c = client(
+        httpx.MockTransport(lambda _: httpx.Response(200)),
+        httpx.MockTransport(lambda _: httpx.Response(200, stream=Torn())),
+    )
+    with c.download("https://bucket.s3.amazonaws.com/f?sig=1") as download:
+        chunks = download.chunks(1000)
+        assert next(chunks) == b"x" * 5000  # what came before the break is passed on
+        with pytest.raises(ApiError) as raised:
+            next(chunks)
+    assert raised.value.kind is ErrorKind.TRANSIENT and raised.value.cause == "connection"
 
 
 def test_the_other_documented_download_host_is_trusted() -> None:

@@ -7,9 +7,11 @@ import gzip
 import hashlib
 import json
 import os
+import random
 import shutil
 import stat
 import tempfile
+import threading
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 
 from dsar_scheduler.storage import LocalStorage, Storage, StorageError, open_storage
+from dsar_scheduler.storage import local as local_module
 from dsar_scheduler.verify import GzipJsonLinesVerifier, VerificationError
 
 KEY = "req-00000042/53367-0.json.gz"
@@ -147,6 +150,71 @@ def test_stream_memory_does_not_depend_on_size(storage: LocalStorage) -> None:
         tracemalloc.stop()
     assert result.event_count == 64 * 256
     assert peak < 8 * MIB
+
+
+def noisy_gzip(lines: int) -> bytes:
+    """Random hex lines: a few MiB of gzip that stay a few MiB (past the verifier's worker
+    threshold), built quickly."""
+    rng = random.Random(7)
+    text = b"".join(
+        json.dumps({"i": i, "pad": rng.randbytes(300).hex()}).encode() + b"\n" for i in range(lines)
+    )
+    return gzip.compress(text, compresslevel=1, mtime=0)
+
+
+def test_a_big_file_is_pushed_to_disk_as_it_is_written(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writeback starts range by range (so the closing fsync has little left to wait for),
+    covering every byte once, and the stored file is exactly the stream."""
+    data = noisy_gzip(8000)
+    hints: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(local_module, "WRITEBACK_BYTES", MIB)
+    monkeypatch.setattr(
+        local_module.os, "posix_fadvise", lambda fd, off, n, advice: hints.append((off, n, advice))
+    )
+    result = storage.put_verified(KEY, chunked(data, 256 * 1024), GzipJsonLinesVerifier())
+    assert result.event_count == 8000
+    assert storage.read_bytes(KEY) == data
+    assert len(hints) == len(data) // MIB
+    assert all(advice == os.POSIX_FADV_DONTNEED for _, _, advice in hints)
+    assert [off for off, _, _ in hints] == [MIB * k for k in range(len(hints))]
+    assert all(n == MIB for _, n, _ in hints)
+
+
+def test_a_refused_writeback_hint_is_ignored(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(fd: int, off: int, n: int, advice: int) -> None:
+        raise OSError(errno.ESPIPE, "Illegal seek")
+
+    monkeypatch.setattr(local_module, "WRITEBACK_BYTES", 1024)
+    monkeypatch.setattr(local_module.os, "posix_fadvise", refuse)
+    put_good(storage)
+    assert storage.read_bytes(KEY) == GOOD
+
+
+def test_a_download_that_breaks_half_way_stops_the_inflate_worker(
+    storage: LocalStorage, root: Path
+) -> None:
+    data = noisy_gzip(8000)
+    before = {t for t in threading.enumerate() if t.name.startswith("dsar-inflate")}
+    started: set[threading.Thread] = set()
+
+    def breaking() -> Iterator[bytes]:
+        for i in range(0, len(data) // 2, 256 * 1024):
+            yield data[i : i + 256 * 1024]
+            started.update(t for t in threading.enumerate() if t.name.startswith("dsar-inflate"))
+        raise NetworkDown("reset")
+
+    with pytest.raises(NetworkDown):
+        storage.put_verified(KEY, breaking(), GzipJsonLinesVerifier())
+    workers = started - before
+    assert workers  # the file was big enough to be inflated on the worker
+    for thread in workers:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in workers)
+    assert all_names(root) == []
 
 
 # -- permissions --------------------------------------------------------------------------

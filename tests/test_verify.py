@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import hashlib
 import itertools
 import json
+import random
+import threading
 import tracemalloc
 import zlib
 from collections.abc import Iterable
@@ -14,9 +17,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dsar_scheduler import verify as verify_module
 from dsar_scheduler.verify import GzipJsonLinesVerifier, VerificationError, VerifiedFile
 
 MIB = 2**20
+
+
+@pytest.fixture(autouse=True, params=["inline", "worker"])
+def inflate_on(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: small files inflate inline, big ones on the worker thread; both
+    must accept and reject the same streams with the same messages."""
+    if request.param == "worker":
+        monkeypatch.setattr(verify_module, "_THREAD_AFTER", 0)
+    return str(request.param)
 
 
 def events(n: int, start: int = 0) -> bytes:
@@ -143,10 +156,12 @@ def test_not_gzip(data: bytes) -> None:
         verify([data])
 
 
-def test_plain_json_is_reported_as_not_gzip_already_by_update() -> None:
+def test_plain_json_is_reported_as_not_gzip_already_by_update(inflate_on: str) -> None:
     verifier = GzipJsonLinesVerifier()
     with pytest.raises(VerificationError, match=r"not a gzip file"):
         verifier.update(b'{"a": 1}\n')
+        assert inflate_on == "worker"  # inline, update itself raised
+        verifier.update(b"more")  # on the worker, a chunk is checked by the next call
 
 
 def test_truncated_single_member_at_every_offset_is_an_error() -> None:
@@ -261,9 +276,11 @@ def test_line_longer_than_the_limit() -> None:
 
 def test_default_line_limit_is_reported_in_mib() -> None:
     compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-    data = b"".join(compressor.compress(b" " * MIB) for _ in range(65)) + compressor.flush()
-    with pytest.raises(VerificationError, match=r"^line 1 longer than 64 MiB$"):
-        verify([data])
+    data = b"".join(compressor.compress(b" " * MIB) for _ in range(17)) + compressor.flush()
+    verifier = GzipJsonLinesVerifier()
+    with pytest.raises(VerificationError, match=r"^line 1 longer than 16 MiB$"):
+        verifier.update(data)
+        verifier.finish()
 
 
 # -- Content-Length -----------------------------------------------------------------------
@@ -331,7 +348,218 @@ def test_gzip_bomb_line_fails_early_in_bounded_memory() -> None:
         verifier = GzipJsonLinesVerifier(max_line_bytes=MIB)
         with pytest.raises(VerificationError, match=r"^line 1 longer than 1 MiB$"):
             verifier.update(data)
+            verifier.finish()  # on the worker, the one chunk is checked here
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 8 * MIB
+
+
+# -- lines: the fast path judges exactly as one line at a time ----------------------------
+
+
+def model(text: bytes) -> int | str:
+    """What the verifier must say about ``text``, one line at a time: the event count, or
+    the message of the first bad line."""
+    lines = text.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    events = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            return f"line {number} is not valid UTF-8"
+        except ValueError:
+            return f"line {number} is not valid JSON"
+        except RecursionError:
+            return f"line {number} is nested too deeply to parse"
+        if not isinstance(value, dict):
+            return f"line {number} is not a JSON object"
+        events += 1
+    return events
+
+
+def outcome(chunks: Iterable[bytes], max_line_bytes: int = 64 * MIB) -> int | str:
+    try:
+        return verify(chunks, max_line_bytes=max_line_bytes).event_count
+    except VerificationError as exc:
+        return str(exc)
+
+
+FRAGMENTS = [
+    b'{"a": 1}',
+    b'{"b": [1, {"c": "d"}], "e": null}',
+    b'  {"lead": "space"}',
+    b'{"trail": 1}  \t',
+    b'{"crlf": 1}\r',
+    b"\r",
+    b"   ",
+    b"\x0b\x0c ",  # blank for bytes.strip(), not JSON whitespace
+    b'\x0b{"a": 1}',
+    b'{"a": 1}\x0c',
+    b'{"a": 1} {"b": 2}',
+    b'{"a": 1}x',
+    b'{"split":',  # an object the next line would close
+    b"1}",
+    b"[1, 2]",
+    b"42",
+    b'"text"',
+    b"NaN",
+    b'{"n": NaN, "i": -Infinity}',  # the json module accepts these
+    b"\xef\xbb\xbf{}",  # a BOM
+    b'{"u": "\xc3\xa9\xe2\x82\xac"}',
+    b'{"bad": "\xff"}',
+    b'{"sur": "\xed\xa0\x80"}',  # an encoded surrogate: not UTF-8
+    b'{"esc": "\\ud800"}',  # an escaped lone surrogate: valid JSON
+    b'{"ctl": "a\tb"}',  # a raw tab in a string: invalid JSON
+    b'{"deep": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+    b"",
+]
+
+
+GOOD_LINES = [b'{"event_id": 1}', b'{"e": "\xc3\xa9", "p": {"q": [1.5, true]}}', b"{}"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    picks=st.lists(st.sampled_from(FRAGMENTS) | st.sampled_from(GOOD_LINES), max_size=12),
+    newline_at_end=st.booleans(),
+    chunk=st.integers(min_value=1, max_value=200),
+)
+def test_any_mix_of_lines_is_judged_as_one_line_at_a_time(
+    picks: list[bytes], newline_at_end: bool, chunk: int
+) -> None:
+    text = b"\n".join(picks) + (b"\n" if newline_at_end else b"")
+    data = gz(text)
+    expected_outcome = model(text)
+    assert outcome([data]) == expected_outcome
+    assert outcome(data[i : i + chunk] for i in range(0, len(data), chunk)) == expected_outcome
+
+
+def test_the_first_bad_line_wins_whatever_is_wrong_with_later_ones() -> None:
+    good = events(1000)
+    cases = {
+        b'{"a": 1}\nnot json\n{"bad": "\xff"}\n': "line 2 is not valid JSON",
+        b'{"bad": "\xff"}\nnot json\n': "line 1 is not valid UTF-8",
+        good + b"[1]\n" + b'{"bad": "\xff"}\n': "line 1001 is not a JSON object",
+        good + b'{"bad": "\xff"}\n' + b"[1]\n": "line 1001 is not valid UTF-8",
+    }
+    for text, message in cases.items():
+        assert model(text) == message
+        assert outcome([gz(text)]) == message
+
+
+def test_a_long_line_in_the_middle_of_a_slice_is_named_after_the_bad_lines_before_it() -> None:
+    long_line = b'{"pad": "' + b"a" * 500 + b'"}\n'
+    assert outcome([gz(events(10) + long_line)], max_line_bytes=400) == (
+        "line 11 longer than 400 bytes"
+    )
+    assert outcome([gz(b"nope\n" + long_line)], max_line_bytes=400) == ("line 1 is not valid JSON")
+
+
+def test_a_huge_line_without_a_newline_fails_in_bounded_memory() -> None:
+    """The default limit stops a line that never ends (16 MiB) and holds no more than it."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    data = compressor.compress(b'{"pad": "') + b"".join(
+        compressor.compress(b"a" * MIB) for _ in range(40)
+    )
+    tracemalloc.start()
+    try:
+        verifier = GzipJsonLinesVerifier()
+        with pytest.raises(VerificationError, match=r"^line 1 longer than 16 MiB$"):
+            for i in range(0, len(data), MIB):
+                verifier.update(data[i : i + MIB])
+            verifier.finish()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 * MIB, f"peak {peak / MIB:.1f} MiB"
+
+
+def test_a_line_at_the_limit_is_checked_in_a_few_times_its_size() -> None:
+    line = b'{"pad": "' + b"a" * (4 * MIB) + b'"}\n'
+    data = gz(line + events(3))
+    tracemalloc.start()
+    try:
+        result = verify([data[i : i + 65536] for i in range(0, len(data), 65536)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.event_count == 4
+    assert peak < 3 * 4 * MIB, f"peak {peak / MIB:.1f} MiB for a 4 MiB line"
+
+
+# -- the inflate worker -------------------------------------------------------------------
+
+
+def inflate_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("dsar-inflate")]
+
+
+def gone(threads: list[threading.Thread]) -> bool:
+    for thread in threads:
+        thread.join(timeout=30)
+    return not any(thread.is_alive() for thread in threads)
+
+
+def noisy_events(n: int) -> bytes:
+    """Lines that compress only about 2:1 (random hex), so that a few MiB stay a few MiB."""
+    rng = random.Random(5)
+    return b"".join(
+        json.dumps({"event_id": i, "pad": rng.randbytes(300).hex()}).encode() + b"\n"
+        for i in range(n)
+    )
+
+
+BIG = gz(noisy_events(6000))  # over a MiB: the default settings inflate it on the worker
+
+
+def test_a_big_file_is_inflated_on_the_worker_with_the_same_result(inflate_on: str) -> None:
+    assert len(BIG) > verify_module._THREAD_AFTER + 256 * 1024
+    before = set(inflate_threads())
+    verifier = GzipJsonLinesVerifier(expected_length=len(BIG))
+    seen: set[threading.Thread] = set()
+    for i in range(0, len(BIG), 256 * 1024):
+        verifier.update(BIG[i : i + 256 * 1024])
+        seen.update(inflate_threads())
+    assert verifier.finish() == expected(BIG, 6000)
+    new = list(seen - before)
+    assert new, "no inflate worker ran"
+    assert gone(new)  # finish stops it
+
+
+@pytest.mark.parametrize("how", ["error", "close", "dropped"])
+def test_the_worker_stops_when_the_stream_is_given_up(how: str) -> None:
+    bad = BIG[: len(BIG) // 2] + b"\x00" * 100_000 + BIG[len(BIG) // 2 :]
+    before = set(inflate_threads())
+    verifier: GzipJsonLinesVerifier | None = GzipJsonLinesVerifier()
+    assert verifier is not None
+    if how == "error":
+        with pytest.raises(VerificationError):
+            for i in range(0, len(bad), 65536):
+                verifier.update(bad[i : i + 65536])
+            verifier.finish()
+    else:  # half the file, then nothing more
+        for i in range(0, len(BIG) // 2, 65536):
+            verifier.update(BIG[i : i + 65536])
+    started = list(set(inflate_threads()) - before)
+    assert started
+    if how == "close":
+        verifier.close()
+        with pytest.raises(RuntimeError):
+            verifier.update(b"more")
+    elif how == "dropped":
+        verifier = None
+        gc.collect()
+    assert gone(started)
+
+
+def test_close_after_finish_keeps_the_result() -> None:
+    verifier = GzipJsonLinesVerifier()
+    verifier.update(BIG)
+    result = verifier.finish()
+    verifier.close()
+    assert verifier.finish() == result == expected(BIG, 6000)

@@ -528,8 +528,20 @@ class Download:
         self.content_length = int(length) if length and length.isdigit() else None
 
     def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The body as served, in chunks of at least ``size`` bytes (the last one may be
+        shorter). Joined here from the reads as they come, in one copy: ``iter_raw(size)``
+        re-chunks through a buffer that copies every byte twice more."""
         try:
-            yield from self._response.iter_raw(size)
+            pieces: list[bytes] = []
+            held = 0
+            for piece in self._response.iter_raw():
+                pieces.append(piece)
+                held += len(piece)
+                if held >= size:
+                    yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                    pieces, held = [], 0
+            if pieces:
+                yield b"".join(pieces)
         except httpx.TimeoutException:
             raise ApiError(
                 ErrorKind.TRANSIENT, "download timed out mid-body", cause="timeout"

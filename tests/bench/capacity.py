@@ -178,6 +178,10 @@ def bench_fetch(size_mib: int) -> None:
         r["peak_rss_mib"] * 1.048576 < 100,
     )
     note("fetch throughput, service (verified, stored)", f"{r['service_mib_s']:.0f} MiB/s")
+    note(
+        "fetch CPU of the service per run (all threads; calling thread)",
+        f"{min(r['service_cpu_s']):.1f} s; {min(r['service_main_thread_cpu_s']):.1f} s",
+    )
     note("fetch throughput, curl", f"{r['curl_mib_s']:.0f} MiB/s")
     ratio = r["service_mib_s"] / r["curl_mib_s"]
     note("fetch throughput, service / curl", f"{ratio:.0%}", ">= 70%", ratio >= 0.7)

@@ -191,6 +191,7 @@ class S3Storage:
                 self._complete(name, upload_id, parts)
                 upload_id = None  # published: nothing left to abort
         except BaseException:
+            verifier.close()  # its inflate worker, if the stream stopped half way
             if upload_id is not None:
                 self._abort(name, upload_id)
             raise
