@@ -12,7 +12,6 @@ import os
 import subprocess
 import traceback
 import uuid
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -21,11 +20,10 @@ from sqlalchemy.engine import make_url
 
 from dsar_scheduler.amplitude import AmplitudeClient, ApiError
 from dsar_scheduler.cli import main
-from dsar_scheduler.clock import SystemClock
 from dsar_scheduler.config import ConfigError, load_settings
-from dsar_scheduler.emulator import Emulator, EmulatorConfig
+from dsar_scheduler.emulator import Emulator
 from dsar_scheduler.migrate import upgrade
-from tests.procs import DaemonProcess, service_env
+from tests.procs import DaemonProcess, service_env, wall_emulator_fixture
 
 KEY = f"org-key-{uuid.uuid4().hex}"
 SECRET = f"org-secret-{uuid.uuid4().hex}"
@@ -46,20 +44,7 @@ def assert_clean(what: str, text: str) -> None:
         assert secret not in text, f"a secret leaked into {what}"
 
 
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    config = EmulatorConfig(
-        api_key=KEY,
-        secret_key=SECRET,
-        seed=13,
-        completion_min_s=0.3,
-        completion_max_s=0.8,
-        staging_max_s=0.1,
-        presign_ttl_s=60,
-        budget_per_hour=1_000_000,
-    )
-    with Emulator(config, SystemClock()) as emu:
-        yield emu
+emulator = wall_emulator_fixture(seed=13, name="emulator", api_key=KEY, secret_key=SECRET)
 
 
 class Cli:
