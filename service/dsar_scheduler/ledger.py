@@ -58,6 +58,13 @@ BACKOFF_KEY = "rate_limited_until"
 TICK_LEASE = "tick-lease"
 
 
+#: A file of its request's current remote job (the files of a job that failed or expired and
+#: was resubmitted stay in the table, under the old remote id).
+_OF_CURRENT_JOB = and_(
+    File.request_id == Request.id, File.remote_request_id == Request.remote_request_id
+)
+
+
 @dataclass(frozen=True)
 class CallTicket:
     """A reservation of budget for one call; finish it with the outcome."""
@@ -760,8 +767,7 @@ class Ledger:
         pending = (
             select(File.id)
             .where(
-                File.request_id == Request.id,
-                File.remote_request_id == Request.remote_request_id,
+                _OF_CURRENT_JOB,
                 File.state != "stored",
             )
             .exists()
@@ -780,10 +786,7 @@ class Ledger:
                 select(File, Request)
                 .join(
                     Request,
-                    and_(
-                        File.request_id == Request.id,
-                        File.remote_request_id == Request.remote_request_id,
-                    ),
+                    _OF_CURRENT_JOB,
                 )
                 .where(
                     Request.state.in_((State.DONE, State.FETCHING)),
@@ -804,10 +807,7 @@ class Ledger:
                     .select_from(File)
                     .join(
                         Request,
-                        and_(
-                            File.request_id == Request.id,
-                            File.remote_request_id == Request.remote_request_id,
-                        ),
+                        _OF_CURRENT_JOB,
                     )
                     .where(Request.state.in_((State.DONE, State.FETCHING)), File.state == "pending")
                 )
@@ -1159,14 +1159,7 @@ class Ledger:
 
     def completion_samples(self, since: datetime, limit: int) -> list[CompletionSample]:
         """Requests that Amplitude finished after ``since`` (most recent first)."""
-        files = (
-            select(func.count())
-            .select_from(File)
-            .where(
-                File.request_id == Request.id, File.remote_request_id == Request.remote_request_id
-            )
-            .scalar_subquery()
-        )
+        files = select(func.count()).select_from(File).where(_OF_CURRENT_JOB).scalar_subquery()
         with self.sessions() as session:
             rows = session.execute(
                 select(
@@ -1256,10 +1249,7 @@ class Ledger:
                 select(func.min(File.next_attempt_at))
                 .join(
                     Request,
-                    and_(
-                        File.request_id == Request.id,
-                        File.remote_request_id == Request.remote_request_id,
-                    ),
+                    _OF_CURRENT_JOB,
                 )
                 .where(
                     File.state == "pending",
