@@ -432,8 +432,3 @@ def files_per_month(observed_files: int, observed_months: int) -> float:
     return (observed_files + PRIOR_FILES_PER_MONTH * PRIOR_MONTHS_WEIGHT) / (
         observed_months + PRIOR_MONTHS_WEIGHT
     )
-
-
-def months_in(start_year: int, start_month: int, end_year: int, end_month: int) -> int:
-    """Calendar months a date range touches (about one file per month per project)."""
-    return max(1, (end_year - start_year) * 12 + end_month - start_month + 1)
