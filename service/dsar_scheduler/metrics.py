@@ -204,7 +204,7 @@ def push(registry: CollectorRegistry, gateway: str, job: str, timeout: float = 1
     handler: Any = default_handler
     if parts.username is not None:
         user, password = unquote(parts.username), unquote(parts.password or "")
-        gateway = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        gateway = without_userinfo(gateway)
 
         def handler(url: str, method: str, timeout: float | None, headers: Any, data: bytes) -> Any:
             return basic_auth_handler(url, method, timeout, headers, data, user, password)
