@@ -1080,35 +1080,6 @@ class Ledger:
         self._notify(notes)
         return {row.id for row in rows}
 
-    def advance(
-        self, request_id: int, old: State, new: State, reason: str, now: datetime, **changes: Any
-    ) -> bool:
-        """``move`` from exactly one state, without loading the request: one conditional
-        UPDATE and the audit event (the submit path's hot transition)."""
-        check_transition(old, new)
-        with write_transaction(self.sessions) as session:
-            result = session.execute(
-                update(Request)
-                .where(Request.id == request_id, Request.state == old)
-                .values(state=new, reason=reason, updated_at=now, **changes)
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return False
-            remote = changes.get("remote_request_id")
-            session.execute(
-                insert(Event).values(
-                    request_id=request_id,
-                    at=now,
-                    from_state=old,
-                    to_state=new,
-                    reason=reason,
-                    remote_request_id=remote,
-                )
-            )
-        self._notify([Transition(request_id, old, new, reason, remote, now)])
-        return True
-
     def submitted(self, ids: Sequence[int]) -> list[Request]:
         """The requests among ``ids`` still ``submitted``, in the order of ``ids``."""
         if not ids:

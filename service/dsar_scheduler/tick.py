@@ -999,34 +999,18 @@ class Tick:
             return
         self._finished(ticket, 202)
         now = self.clock.now()
-        if started and self._batch is not None:
-            # Recorded with the chunk's other writes, every SUBMIT_FLUSH POSTs: a crash
-            # before that leaves these in ``submitting``, resubmitted by the next tick.
-            first = request.first_submitted_at or now
-            self._batch.submitted.append(
-                Submitted(request.id, remote_id, now, first, self._next_poll(now))
-            )
-            self.report.submitted += 1
-            if len(self._batch.submitted) >= SUBMIT_FLUSH:
-                self._flush()
-            return
-        self.ledger.advance(
-            request.id,
-            State.SUBMITTING,
-            State.SUBMITTED,
-            f"submitted as Amplitude request {remote_id}",
-            now,
-            remote_request_id=remote_id,
-            submitted_at=now,
-            first_submitted_at=request.first_submitted_at or now,
-            next_action_at=self._next_poll(now),
-            errors=0,
-            polls=0,
-            last_polled_at=None,
-            done_at=None,
-            expires_at=None,
+        accepted = Submitted(
+            request.id, remote_id, now, request.first_submitted_at or now, self._next_poll(now)
         )
         self.report.submitted += 1
+        if self._batch is None:
+            self.ledger.settle(now, [], [], [], [accepted])
+            return
+        # Recorded with the chunk's other writes, every SUBMIT_FLUSH POSTs: a crash before
+        # that leaves these in ``submitting``, resubmitted by the next tick.
+        self._batch.submitted.append(accepted)
+        if len(self._batch.submitted) >= SUBMIT_FLUSH:
+            self._flush()
 
     def _submit_error(self, request: Request, err: ApiError) -> None:
         now = self.clock.now()
