@@ -6,7 +6,7 @@ PostgreSQL agree and the injected clock, never the database's ``now()``, decides
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -22,16 +22,21 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
+    insert,
     text,
+    update,
 )
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from .clock import utc
 
@@ -274,6 +279,60 @@ def _lenient_text(data: bytes) -> str:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same keys) in the session's transaction. On PostgreSQL
+    a ``COPY``, about four times cheaper per row than a pipelined executemany (admitting
+    5,000 queue rows writes 10,000 rows); elsewhere a Core executemany. Values go through
+    the columns' own bind processing either way (``UTCDateTime`` stores naive UTC)."""
+    if not rows:
+        return
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), list(rows))
+        return
+    names = list(rows[0])
+    # the Python-side scalar defaults a Core insert would fill in (COPY knows only the server's)
+    defaults = {
+        column.name: column.default.arg
+        for column in table.c
+        if isinstance(column.default, ScalarElementColumnDefault) and column.name not in names
+    }
+    names += list(defaults)
+    rows = [{**row, **defaults} for row in rows] if defaults else rows
+    processors = [table.c[name].type.bind_processor(conn.dialect) for name in names]
+    quote = conn.dialect.identifier_preparer
+    columns = ", ".join(quote.quote(name) for name in names)
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    statement = f"COPY {quote.format_table(table)} ({columns}) FROM STDIN"
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            values = (row[name] for name in names)
+            copy.write_row(
+                [
+                    value if process is None or value is None else process(value)
+                    for process, value in zip(processors, values, strict=True)
+                ]
+            )
+
+
+def bulk_update(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Update rows by primary key ``id``: each row gives its ``id`` and the new values (the
+    same columns in every row). A Core executemany, without the ORM's per-row bookkeeping
+    of a bulk UPDATE by primary key."""
+    if not rows:
+        return
+    names = [name for name in rows[0] if name != "id"]
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}") for name in names})
+    )
+    session.connection().execute(
+        statement, [{f"b_{name}": value for name, value in row.items()} for row in rows]
+    )
 
 
 @contextmanager

@@ -41,6 +41,8 @@ from .db import (
     Request,
     ServiceState,
     Tick,
+    bulk_insert,
+    bulk_update,
     write_transaction,
 )
 from .states import FINAL, OUTSTANDING, SUBMITTABLE, State, check_transition
@@ -382,8 +384,10 @@ class Ledger:
 
     # -- admission ---------------------------------------------------------------------------
 
-    def pending_queue_rows(self, limit: int) -> list[RawQueueRow]:
-        """Queue rows with no ledger entry yet, oldest first, every column read as text."""
+    def pending_queue_rows(self, limit: int, after: int = 0) -> list[RawQueueRow]:
+        """Queue rows with no ledger entry yet, oldest first, every column read as text.
+        ``after``: the last queue id already looked at (each page of a tick starts past the
+        previous one instead of anti-joining the whole queue again)."""
         with self.sessions() as session:
             rows = session.execute(
                 select(
@@ -395,7 +399,7 @@ class Ledger:
                     cast(QueueRow.requested_by, String),
                 )
                 .outerjoin(Request, Request.queue_id == QueueRow.id)
-                .where(Request.id.is_(None))
+                .where(Request.id.is_(None), QueueRow.id > after)
                 .order_by(QueueRow.id)
                 .limit(limit)
             ).all()
@@ -458,19 +462,21 @@ class Ledger:
                     values.update(state=State.REJECTED, reason=verdict.reason)
                     reasons.append(verdict.reason)
                 rows.append(values)
-            # A plain executemany (pipelined on PostgreSQL: no giant multi-row statement for
-            # the driver to rewrite), the ids read back by queue row, the events likewise.
+            # Bulk inserts (a COPY on PostgreSQL), the new ids read back by queue row.
             if rows:
-                session.execute(insert(_table(Request)), rows)
+                bulk_insert(session, _table(Request), rows)
+                # by range, not a list of 500 parameters; the range may hold older rows too
+                queue_ids = [values["queue_id"] for values in rows]
                 ids = dict(
                     session.execute(
                         select(Request.queue_id, Request.id).where(
-                            Request.queue_id.in_([values["queue_id"] for values in rows])
+                            Request.queue_id.between(min(queue_ids), max(queue_ids))
                         )
                     ).all()
                 )
-                session.execute(
-                    insert(_table(Event)),
+                bulk_insert(
+                    session,
+                    _table(Event),
                     [
                         {
                             "request_id": ids[values["queue_id"]],
@@ -888,8 +894,9 @@ class Ledger:
         now: datetime,
     ) -> None:
         if calls:
-            session.execute(
-                update(ApiCall),
+            bulk_update(
+                session,
+                _table(ApiCall),
                 [
                     {
                         "id": ticket.id,
@@ -914,8 +921,9 @@ class Ledger:
         """Reservations that were not sent after all: they cost nothing."""
         if tickets:
             with write_transaction(self.sessions, lock=BUDGET_LOCK) as session:
-                session.execute(
-                    update(ApiCall),
+                bulk_update(
+                    session,
+                    _table(ApiCall),
                     [
                         {"id": t.id, "cost": 0, "outcome": "not_sent", "finished_at": now}
                         for t in tickets
@@ -952,8 +960,9 @@ class Ledger:
                 moved = [x for x in submitted if x.request_id in still]
                 reasons = [f"submitted as Amplitude request {x.remote_id}" for x in moved]
                 if moved:
-                    session.execute(
-                        update(Request),
+                    bulk_update(
+                        session,
+                        _table(Request),
                         [
                             {
                                 "id": x.request_id,
@@ -973,8 +982,9 @@ class Ledger:
                             for x, reason in zip(moved, reasons, strict=True)
                         ],
                     )
-                    session.execute(
-                        insert(Event),
+                    bulk_insert(
+                        session,
+                        _table(Event),
                         [
                             {
                                 "request_id": x.request_id,
@@ -1000,8 +1010,9 @@ class Ledger:
                     ]
             self._finish_calls(session, calls, now)
             if running:
-                session.execute(
-                    update(Request),
+                bulk_update(
+                    session,
+                    _table(Request),
                     [
                         {
                             "id": rid,
@@ -1015,8 +1026,9 @@ class Ledger:
                     ],
                 )
             if stored:
-                session.execute(
-                    update(File),
+                bulk_update(
+                    session,
+                    _table(File),
                     [
                         {
                             "id": file_id,
@@ -1075,8 +1087,8 @@ class Ledger:
                         row.id, row.state, State.SUBMITTING, reason, row.remote_request_id, now
                     )
                 )
-            session.execute(update(Request), changes)
-            session.execute(insert(Event), events)
+            bulk_update(session, _table(Request), changes)
+            bulk_insert(session, _table(Event), events)
         self._notify(notes)
         return {row.id for row in rows}
 
@@ -1112,20 +1124,14 @@ class Ledger:
                 or_(Request.next_action_at.is_(None), Request.next_action_at <= due_by)
             ).order_by(Request.next_action_at, Request.id)
         with self.sessions() as session:
-            rows = session.execute(query).all()
+            # submitted: the remote id and submission time are set (the columns are nullable)
+            rows: Sequence[Any] = session.execute(query).all()
+        # Unpacked by position: a Row's attribute lookups cost more than the query at 10k rows.
         return [
             PollCandidate(
-                id=row.id,
-                remote_request_id=row.remote_request_id,
-                submitted_at=row.submitted_at,
-                last_polled_at=row.last_polled_at,
-                next_action_at=row.next_action_at,
-                polls=row.polls,
-                errors=row.errors,
-                failures=row.failures,
-                months=_months(row.start_date, row.end_date),
+                id, remote_id, submitted, polled, due, polls, errors, failures, _months(start, end)
             )
-            for row in rows
+            for id, remote_id, submitted, polled, due, polls, errors, failures, start, end in rows
         ]
 
     def completion_samples(self, since: datetime, limit: int) -> list[CompletionSample]:
@@ -1146,15 +1152,15 @@ class Ledger:
                 .limit(limit)
             ).all()
         out = []
-        for row in rows:
-            seen = row.last_polled_at or row.submitted_at
-            finished = seen + (row.done_at - seen) / 2
+        for submitted, polled, done, start, end, files in rows:
+            seen = polled or submitted
+            finished = seen + (done - seen) / 2
             out.append(
                 CompletionSample(
-                    seconds=max(0.0, (finished - row.submitted_at).total_seconds()),
-                    files=int(row.files or 0),
-                    months=_months(row.start_date, row.end_date),
-                    seen_after=max(0.0, (row.done_at - finished).total_seconds()),
+                    seconds=max(0.0, (finished - submitted).total_seconds()),
+                    files=int(files or 0),
+                    months=_months(start, end),
+                    seen_after=max(0.0, (done - finished).total_seconds()),
                 )
             )
         return out

@@ -209,10 +209,12 @@ class Tick:
     # -- 1. admit ------------------------------------------------------------------------
 
     def admit(self) -> None:
+        after = 0
         for _ in range(MAX_ADMIT_BATCHES):
-            rows = self.ledger.pending_queue_rows(ADMIT_BATCH)
+            rows = self.ledger.pending_queue_rows(ADMIT_BATCH, after)
             if not rows:
                 return
+            after = rows[-1].queue_id
             today = self.clock.now().date()
             verdicts = [(row, validate(row, today, self.settings.max_range_days)) for row in rows]
             try:

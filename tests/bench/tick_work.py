@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, insert, make_url, text
 from sqlalchemy.orm import sessionmaker
 
 from dsar_scheduler.amplitude import RemoteStatus
@@ -35,10 +35,25 @@ NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 FILE = gzip.compress(b'{"event_type":"x"}\n', mtime=0)
 
 
+def ensure_database(url: str) -> None:
+    """Create the database ``url`` names if it does not exist yet."""
+    target = make_url(url)
+    server = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        exists = conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+        ).first()
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    server.dispose()
+
+
 @contextmanager
 def pg_schema() -> Iterator[str]:
-    """A fresh schema on the test PostgreSQL, dropped afterwards."""
+    """A fresh schema on the test PostgreSQL, dropped afterwards (the database is created
+    if this machine has not run the test suite yet)."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
+    ensure_database(PG_ADMIN_URL)
     admin = create_engine(PG_ADMIN_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))

@@ -1,0 +1,91 @@
+"""``bulk_insert``: a COPY on PostgreSQL, an executemany elsewhere; the rows must come back the
+same either way, with the columns' own conversions and Python-side defaults applied."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dsar_scheduler.db import Event, QueueRow, Request, bulk_insert, make_engine
+from dsar_scheduler.ledger import _table
+
+AT = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def sessions(database_url: str) -> sessionmaker[Session]:
+    return sessionmaker(make_engine(database_url), expire_on_commit=False)
+
+
+def _queue(sessions: sessionmaker[Session], n: int) -> list[int]:
+    with sessions() as session, session.begin():
+        rows = [
+            QueueRow(amplitude_id=k, start_date=date(2026, 1, 1), end_date=date(2026, 2, 1))
+            for k in range(n)
+        ]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]
+
+
+def test_rows_round_trip_with_defaults_and_utc_conversion(
+    sessions: sessionmaker[Session],
+) -> None:
+    queue_ids = _queue(sessions, 3)
+    paris = timezone(timedelta(hours=2))
+    rows = [
+        {
+            "queue_id": qid,
+            "external_ref": ref,
+            "amplitude_id": 10**12 + k,  # BIGINT
+            "start_date": date(2025, 1, 1),
+            "end_date": None,
+            "state": "queued",
+            "reason": 'it\'s "quoted"\ttab\nnewline \\ backslash é',  # COPY's escapes
+            "queued_at": AT.astimezone(paris),  # aware, not UTC: stored as naive UTC
+            "updated_at": AT,
+        }
+        for k, (qid, ref) in enumerate(zip(queue_ids, ["a", None, "c"], strict=True))
+    ]
+    with sessions() as session, session.begin():
+        bulk_insert(session, _table(Request), rows)
+    with sessions() as session:
+        stored = session.scalars(select(Request).order_by(Request.queue_id)).all()
+    assert [r.queue_id for r in stored] == queue_ids
+    assert [r.external_ref for r in stored] == ["a", None, "c"]
+    assert [r.amplitude_id for r in stored] == [10**12, 10**12 + 1, 10**12 + 2]
+    assert {r.reason for r in stored} == {rows[0]["reason"]}
+    assert all(r.queued_at == AT and r.updated_at == AT for r in stored)
+    assert all(r.end_date is None and r.start_date == date(2025, 1, 1) for r in stored)
+    # not given: the model's Python-side defaults, as a Core insert would fill them in
+    assert all((r.submissions, r.polls, r.errors, r.failures) == (0, 0, 0, 0) for r in stored)
+
+
+def test_rows_are_part_of_the_callers_transaction(sessions: sessionmaker[Session]) -> None:
+    (qid,) = _queue(sessions, 1)
+    with sessions() as session, session.begin():
+        request = Request(queue_id=qid, state="queued", queued_at=AT, updated_at=AT)
+        session.add(request)
+        session.flush()
+        request_id = request.id
+    event = {
+        "request_id": request_id,
+        "at": AT,
+        "from_state": None,
+        "to_state": "queued",
+        "reason": "admitted",
+        "remote_request_id": None,
+    }
+    with pytest.raises(RuntimeError), sessions() as session, session.begin():
+        bulk_insert(session, _table(Event), [event, event])
+        raise RuntimeError("the caller fails after the insert")
+    with sessions() as session:
+        assert session.scalars(select(Event)).all() == []  # rolled back with the caller
+    with sessions() as session, session.begin():
+        bulk_insert(session, _table(Event), [event, event])
+        bulk_insert(session, _table(Event), [])  # nothing to do
+    with sessions() as session:
+        assert [e.reason for e in session.scalars(select(Event))] == ["admitted", "admitted"]
