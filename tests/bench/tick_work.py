@@ -11,7 +11,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, insert, make_url, text
@@ -230,8 +232,37 @@ def populate(
     engine.dispose()
 
 
-def run_tick(url: str, done_share: float = 0.005) -> tuple[float, dict[str, Any], int]:
-    """One tick with the fake client: (seconds, the tick's summary, calls made)."""
+@dataclass
+class TickRun:
+    seconds: float
+    summary: dict[str, Any]
+    calls: int
+    #: CPU seconds of this process (the service's own Python) and of PostgreSQL's processes
+    #: (None where /proc does not show them) during the tick.
+    client_cpu_s: float
+    server_cpu_s: float | None
+
+
+def postgres_cpu_seconds() -> float | None:
+    """CPU time of every PostgreSQL process on this machine, the exited backends included
+    (their time is added to the postmaster's children's time when it reaps them)."""
+    total, seen = 0, False
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue
+        if not raw[raw.index("(") + 1 : raw.rindex(")")].startswith("postgres"):
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        seen = True
+    return total / tick if seen else None
+
+
+def run_tick(url: str, done_share: float = 0.005) -> TickRun:
+    """One tick with the fake client."""
     settings = load_settings(
         database_url=url,
         storage_url="file:///nonexistent",
@@ -258,11 +289,21 @@ def run_tick(url: str, done_share: float = 0.005) -> tuple[float, dict[str, Any]
         "bench",
         rng=random.Random(1),
     )
+    server_before = postgres_cpu_seconds()
+    cpu_before = time.process_time()
     began = time.perf_counter()
     report = tick.run()
     elapsed = time.perf_counter() - began
+    client_cpu = time.process_time() - cpu_before
     engine.dispose()
-    return elapsed, report.summary(), client.calls
+    time.sleep(0.2)  # the backends exit and are reaped: their time moves to the postmaster
+    server_after = postgres_cpu_seconds()
+    server_cpu = (
+        server_after - server_before
+        if server_before is not None and server_after is not None
+        else None
+    )
+    return TickRun(elapsed, report.summary(), client.calls, client_cpu, server_cpu)
 
 
 def budget_query(url: str, repeat: int = 50) -> tuple[float, float]:
