@@ -111,6 +111,7 @@ def test_poll_candidates_and_completion_samples(ledger: Ledger, clock: FakeClock
     (sample,) = ledger.completion_samples(t0, 10)
     assert sample.seconds == pytest.approx(5 * 3600)
     assert sample.seen_after == pytest.approx(3600)
-    assert (sample.files, sample.months) == (2, 13)
+    assert ledger.files_seen(t0, 10) == (2, 13)
+    assert ledger.files_seen(done_at, 10) == (0, 0)  # nothing finished after that
     assert ledger.next_due(t0) == t0 + timedelta(hours=8)
     assert ledger.submit_head_months(t0, 10) == []

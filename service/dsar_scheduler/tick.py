@@ -55,6 +55,8 @@ STALE_RESERVATION = timedelta(minutes=10)
 #: Completion times the planner learns from: requests done within this window, most recent.
 SAMPLE_WINDOW = timedelta(days=14)
 MAX_SAMPLES = 5000
+#: Recent requests whose files are counted to learn files per month of a date range.
+FILE_SAMPLES = 500
 #: Daemon wake-ups sooner than the tick interval: not sooner than this after a tick, and for a
 #: full budget window only once this share of the limit has left it.
 MIN_WAKE = timedelta(seconds=60)
@@ -852,7 +854,7 @@ class Tick:
         candidates = self.ledger.poll_candidates()
         samples = self.ledger.completion_samples(now - SAMPLE_WINDOW, MAX_SAMPLES)
         per_month = planning.files_per_month(
-            sum(x.files for x in samples), sum(x.months for x in samples)
+            *self.ledger.files_seen(now - SAMPLE_WINDOW, FILE_SAMPLES)
         )
         model = planning.CompletionModel.fit(
             [x.seconds for x in samples],
