@@ -31,7 +31,16 @@ from botocore.config import Config
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["MIN_PART_SIZE", "S3Bucket", "S3Server", "s3_bucket_fixture", "s3_server_fixture"]
+    from dsar_scheduler.storage.s3 import S3Storage
+
+__all__ = [
+    "MIN_PART_SIZE",
+    "S3Bucket",
+    "S3Server",
+    "calls",
+    "s3_bucket_fixture",
+    "s3_server_fixture",
+]
 
 #: The server's smallest part but the last (real S3: 5 MiB), lowered so tests stay small.
 MIN_PART_SIZE = 64 * 1024
@@ -157,6 +166,17 @@ class S3Bucket:
         """Keys of the incomplete multipart uploads in the bucket."""
         listing = self.admin.list_multipart_uploads(Bucket=self.name)
         return sorted(u["Key"] for u in listing.get("Uploads", []))
+
+
+def calls(storage: S3Storage) -> list[str]:
+    """Record the names of the S3 operations ``storage`` sends from now on."""
+    seen: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        seen.append(model.name)
+
+    storage.client.meta.events.register("before-call.s3", record)
+    return seen
 
 
 def use_fake_credentials(monkeypatch: pytest.MonkeyPatch, key: str, secret: str) -> None:

@@ -21,7 +21,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,29 +31,13 @@ from dsar_scheduler.verify import GzipJsonLinesVerifier, VerificationError
 from .s3_server import (  # noqa: F401  (the s3_server and s3_bucket fixtures)
     MIN_PART_SIZE,
     S3Bucket,
+    calls,
     s3_bucket_fixture,
     s3_server_fixture,
 )
+from .storage_data import GOOD, KEY, MANIFEST, MIB, NEWER, all_names, chunked
 
 PREFIX = "dsar"
-KEY = "req-00000042/53367-0.json.gz"
-MANIFEST = "req-00000042/manifest.json"
-MIB = 2**20
-
-
-def events(n: int, tag: str = "a") -> bytes:
-    return b"".join(json.dumps({"i": i, "tag": tag}).encode() + b"\n" for i in range(n))
-
-
-GOOD = gzip.compress(events(100), mtime=0)
-NEWER = gzip.compress(events(40, tag="b"), mtime=0)
-
-
-def chunked(data: bytes, size: int = 64) -> Iterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
-
-
 # -- the backends -------------------------------------------------------------------------
 
 
@@ -74,11 +57,6 @@ class Backend:
     any request to S3."""
 
 
-def all_names(root: Path) -> list[str]:
-    """Every file under root, hidden ones included, relative."""
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-
-
 def local_backend(tmp_path: Path) -> Backend:
     root = tmp_path / "store"  # not created: the backend makes it when it first writes
     return Backend(
@@ -94,12 +72,7 @@ def s3_backend(bucket: S3Bucket) -> Backend:
     storage = S3Storage(
         bucket.name, PREFIX, endpoint_url=bucket.endpoint_url, part_size=MIN_PART_SIZE
     )
-    sent: list[str] = []
-
-    def record(model: Any, **_: Any) -> None:
-        sent.append(model.name)
-
-    storage.client.meta.events.register("before-call.s3", record)
+    sent = calls(storage)
     return Backend(
         storage=storage,
         stored=lambda: bucket.object_keys() + [f"upload of {k}" for k in bucket.uploads()],

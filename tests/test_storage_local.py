@@ -25,27 +25,7 @@ from dsar_scheduler.storage import LocalStorage, Storage, StorageError, open_sto
 from dsar_scheduler.storage import local as local_module
 from dsar_scheduler.verify import GzipJsonLinesVerifier
 
-KEY = "req-00000042/53367-0.json.gz"
-MANIFEST = "req-00000042/manifest.json"
-MIB = 2**20
-
-
-def events(n: int, tag: str = "a") -> bytes:
-    return b"".join(json.dumps({"i": i, "tag": tag}).encode() + b"\n" for i in range(n))
-
-
-GOOD = gzip.compress(events(100), mtime=0)
-NEWER = gzip.compress(events(40, tag="b"), mtime=0)
-
-
-def chunked(data: bytes, size: int = 64) -> Iterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
-
-
-def all_names(root: Path) -> list[str]:
-    """Every file under root, hidden ones included, relative."""
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+from .storage_data import GOOD, KEY, MANIFEST, MIB, NEWER, all_names, chunked
 
 
 def mode(path: Path) -> int:

@@ -40,20 +40,22 @@ from .harness import Harness, harness
 from .s3_server import (  # noqa: F401  (the s3_server and s3_bucket fixtures)
     MIN_PART_SIZE,
     S3Bucket,
+    calls,
     s3_bucket_fixture,
     s3_server_fixture,
     use_fake_credentials,
 )
+from .storage_data import GOOD, KEY, MANIFEST, MIB, NEWER
+from .storage_data import chunked as small_chunks
+
+
+def chunked(data: bytes, size: int = 4096) -> Iterator[bytes]:
+    """Bigger pieces than the shared default: these files run to several parts."""
+    return small_chunks(data, size)
+
 
 PREFIX = "dsar"
-KEY = "req-00000042/53367-0.json.gz"
-MANIFEST = "req-00000042/manifest.json"
 PART = MIN_PART_SIZE  # the smallest part the server accepts (real S3: 5 MiB)
-MIB = 2**20
-
-
-def events(n: int, tag: str = "a") -> bytes:
-    return b"".join(json.dumps({"i": i, "tag": tag}).encode() + b"\n" for i in range(n))
 
 
 def noisy_gzip(compressed_bytes: int, seed: int = 1) -> bytes:
@@ -69,14 +71,7 @@ def noisy_gzip(compressed_bytes: int, seed: int = 1) -> bytes:
     return bytes(out + compressor.flush())
 
 
-GOOD = gzip.compress(events(100), mtime=0)
-NEWER = gzip.compress(events(40, tag="b"), mtime=0)
 BIG = noisy_gzip(5 * PART + PART // 2)  # six parts at PART
-
-
-def chunked(data: bytes, size: int = 4096) -> Iterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
 
 
 def multipart_etag(data: bytes, part_size: int) -> str:
@@ -84,17 +79,6 @@ def multipart_etag(data: bytes, part_size: int) -> str:
     parts = [data[i : i + part_size] for i in range(0, len(data), part_size)]
     digests = b"".join(hashlib.md5(p).digest() for p in parts)
     return f'"{hashlib.md5(digests).hexdigest()}-{len(parts)}"'
-
-
-def calls(storage: S3Storage) -> list[str]:
-    """Record the names of the S3 operations ``storage`` sends from now on."""
-    seen: list[str] = []
-
-    def record(model: Any, **_: Any) -> None:
-        seen.append(model.name)
-
-    storage.client.meta.events.register("before-call.s3", record)
-    return seen
 
 
 @pytest.fixture
