@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,3 +31,13 @@ def chunked(data: bytes, size: int = 64) -> Iterator[bytes]:
 def all_names(root: Path) -> list[str]:
     """Every file under root, hidden ones included, relative."""
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def incompressible_gzip(lines: int) -> bytes:
+    """Random hex lines: a few MiB of gzip that stay a few MiB (past the verifier's worker
+    threshold), built quickly."""
+    rng = random.Random(7)
+    text = b"".join(
+        json.dumps({"i": i, "pad": rng.randbytes(300).hex()}).encode() + b"\n" for i in range(lines)
+    )
+    return gzip.compress(text, compresslevel=1, mtime=0)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
-import json
-import random
 import threading
 import tracemalloc
 import zlib
@@ -35,9 +33,11 @@ from .s3_server import (  # noqa: F401  (the s3_server and s3_bucket fixtures)
     s3_bucket_fixture,
     s3_server_fixture,
 )
-from .storage_data import GOOD, KEY, MANIFEST, MIB, NEWER, all_names, chunked
+from .storage_data import GOOD, KEY, MANIFEST, MIB, NEWER, all_names, chunked, incompressible_gzip
 
 PREFIX = "dsar"
+
+
 # -- the backends -------------------------------------------------------------------------
 
 
@@ -194,18 +194,8 @@ def test_stream_memory_does_not_depend_on_size(backend: Backend) -> None:
     assert backend.storage.read_bytes(KEY) == data
 
 
-def noisy_gzip(lines: int) -> bytes:
-    """Random hex lines: a few MiB of gzip that stay a few MiB (past the verifier's worker
-    threshold), built quickly."""
-    rng = random.Random(7)
-    text = b"".join(
-        json.dumps({"i": i, "pad": rng.randbytes(300).hex()}).encode() + b"\n" for i in range(lines)
-    )
-    return gzip.compress(text, compresslevel=1, mtime=0)
-
-
 def test_a_download_that_breaks_half_way_stops_the_inflate_worker(backend: Backend) -> None:
-    data = noisy_gzip(8000)
+    data = incompressible_gzip(8000)
     before = {t for t in threading.enumerate() if t.name.startswith("dsar-inflate")}
     started: set[threading.Thread] = set()
 

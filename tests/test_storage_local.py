@@ -7,10 +7,7 @@ test_storage_contract.py, which runs it on this backend too."""
 from __future__ import annotations
 
 import errno
-import gzip
-import json
 import os
-import random
 import shutil
 import stat
 import tempfile
@@ -25,7 +22,7 @@ from dsar_scheduler.storage import LocalStorage, Storage, StorageError, open_sto
 from dsar_scheduler.storage import local as local_module
 from dsar_scheduler.verify import GzipJsonLinesVerifier
 
-from .storage_data import GOOD, KEY, MANIFEST, MIB, NEWER, all_names, chunked
+from .storage_data import GOOD, KEY, MANIFEST, MIB, NEWER, all_names, chunked, incompressible_gzip
 
 
 def mode(path: Path) -> int:
@@ -57,22 +54,12 @@ def test_it_is_a_storage() -> None:
 # -- writeback ----------------------------------------------------------------------------
 
 
-def noisy_gzip(lines: int) -> bytes:
-    """Random hex lines: a few MiB of gzip that stay a few MiB (past the verifier's worker
-    threshold), built quickly."""
-    rng = random.Random(7)
-    text = b"".join(
-        json.dumps({"i": i, "pad": rng.randbytes(300).hex()}).encode() + b"\n" for i in range(lines)
-    )
-    return gzip.compress(text, compresslevel=1, mtime=0)
-
-
 def test_a_big_file_is_pushed_to_disk_as_it_is_written(
     storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Writeback starts range by range (so the closing fsync has little left to wait for),
     covering every byte once, and the stored file is exactly the stream."""
-    data = noisy_gzip(8000)
+    data = incompressible_gzip(8000)
     hints: list[tuple[int, int, int]] = []
     monkeypatch.setattr(local_module, "WRITEBACK_BYTES", MIB)
     monkeypatch.setattr(
