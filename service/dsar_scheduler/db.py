@@ -301,8 +301,10 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     }
     names += list(defaults)
     rows = [{**row, **defaults} for row in rows] if defaults else rows
-    processors = [table.c[name].type.bind_processor(conn.dialect) for name in names]
-    quote = conn.dialect.identifier_preparer
+    dialect = conn.dialect
+    types = [table.c[name].type.dialect_impl(dialect) for name in names]
+    processors = [type_.bind_processor(dialect) for type_ in types]
+    quote = dialect.identifier_preparer
     columns = ", ".join(quote.quote(name) for name in names)
     driver = conn.connection.driver_connection
     assert driver is not None
