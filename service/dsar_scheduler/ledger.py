@@ -384,8 +384,9 @@ class Ledger:
 
     def pending_queue_rows(self, limit: int, after: int = 0) -> list[RawQueueRow]:
         """Queue rows with no ledger entry yet, oldest first, every column read as text.
-        ``after``: the last queue id already looked at (each page of a tick starts past the
-        previous one instead of anti-joining the whole queue again)."""
+        ``after``: the last queue id already looked at this tick (each page starts past the
+        previous one: fewer rows to skip, and a row that could not be admitted at all is not
+        read again until the next tick)."""
         with self.sessions() as session:
             rows = session.execute(
                 select(
