@@ -79,16 +79,13 @@ class CallTicket:
 
 @dataclass(frozen=True)
 class PollCandidate:
-    """A submitted request, read for polling (columns only, no ORM object)."""
+    """A submitted request as the planner reads it (columns only, no ORM object)."""
 
     id: int
-    remote_request_id: int
     submitted_at: datetime
     last_polled_at: datetime | None
     next_action_at: datetime | None
-    polls: int
     errors: int
-    failures: int
     months: int
 
 
@@ -1108,13 +1105,10 @@ class Ledger:
         """Submitted requests (only those due by ``due_by`` if given), as plain rows."""
         query = select(
             Request.id,
-            Request.remote_request_id,
             Request.submitted_at,
             Request.last_polled_at,
             Request.next_action_at,
-            Request.polls,
             Request.errors,
-            Request.failures,
             Request.start_date,
             Request.end_date,
         ).where(Request.state == State.SUBMITTED)
@@ -1123,14 +1117,12 @@ class Ledger:
                 or_(Request.next_action_at.is_(None), Request.next_action_at <= due_by)
             ).order_by(Request.next_action_at, Request.id)
         with self.sessions() as session:
-            # submitted: the remote id and submission time are set (the columns are nullable)
+            # submitted: the submission time is set (the column is nullable)
             rows: Sequence[Any] = session.execute(query).all()
         # Unpacked by position: a Row's attribute lookups cost more than the query at 10k rows.
         return [
-            PollCandidate(
-                id, remote_id, submitted, polled, due, polls, errors, failures, _months(start, end)
-            )
-            for id, remote_id, submitted, polled, due, polls, errors, failures, start, end in rows
+            PollCandidate(id, submitted, polled, due, errors, _months(start, end))
+            for id, submitted, polled, due, errors, start, end in rows
         ]
 
     def completion_samples(self, since: datetime, limit: int) -> list[CompletionSample]:
