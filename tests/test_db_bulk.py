@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsar_scheduler.db import Event, QueueRow, Request, bulk_insert, make_engine
@@ -89,3 +90,35 @@ def test_rows_are_part_of_the_callers_transaction(sessions: sessionmaker[Session
         bulk_insert(session, _table(Event), [])  # nothing to do
     with sessions() as session:
         assert [e.reason for e in session.scalars(select(Event))] == ["admitted", "admitted"]
+
+
+def test_a_refused_row_fails_the_whole_insert_as_sqlalchemy_says_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A row the database refuses (an event of a request that does not exist) fails the
+    insert with SQLAlchemy's own exception on both databases, writes none of the rows, and
+    leaves the connection usable for the next transaction (admission then goes row by row)."""
+    (qid,) = _queue(sessions, 1)
+    with sessions() as session, session.begin():
+        request = Request(queue_id=qid, state="queued", queued_at=AT, updated_at=AT)
+        session.add(request)
+        session.flush()
+        request_id = request.id
+
+    def event(rid: int) -> dict[str, object]:
+        return {
+            "request_id": rid,
+            "at": AT,
+            "from_state": None,
+            "to_state": "queued",
+            "reason": "admitted",
+            "remote_request_id": None,
+        }
+
+    with pytest.raises(IntegrityError), sessions() as session, session.begin():
+        bulk_insert(session, _table(Event), [event(request_id), event(request_id + 1000)])
+    with sessions() as session, session.begin():
+        assert session.scalars(select(Event)).all() == []
+        bulk_insert(session, _table(Event), [event(request_id)])
+    with sessions() as session:
+        assert [e.request_id for e in session.scalars(select(Event))] == [request_id]

@@ -35,6 +35,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
@@ -309,15 +310,19 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     driver = conn.connection.driver_connection
     assert driver is not None
     statement = f"COPY {quote.format_table(table)} ({columns}) FROM STDIN"
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            values = (row[name] for name in names)
-            copy.write_row(
-                [
-                    value if process is None or value is None else process(value)
-                    for process, value in zip(processors, values, strict=True)
-                ]
-            )
+    dbapi_error = dialect.loaded_dbapi.Error
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                values = (row[name] for name in names)
+                copy.write_row(
+                    [
+                        value if process is None or value is None else process(value)
+                        for process, value in zip(processors, values, strict=True)
+                    ]
+                )
+    except dbapi_error as exc:  # as SQLAlchemy would raise it: IntegrityError, DataError, …
+        raise DBAPIError.instance(statement, None, exc, dbapi_error) from exc
 
 
 def bulk_update(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
