@@ -32,6 +32,27 @@ def _queue(sessions: sessionmaker[Session], n: int) -> list[int]:
         return [row.id for row in rows]
 
 
+def _request(sessions: sessionmaker[Session]) -> int:
+    """One queued request (and its queue row): its id."""
+    (qid,) = _queue(sessions, 1)
+    with sessions() as session, session.begin():
+        request = Request(queue_id=qid, state="queued", queued_at=AT, updated_at=AT)
+        session.add(request)
+        session.flush()
+        return request.id
+
+
+def _event(request_id: int) -> dict[str, object]:
+    return {
+        "request_id": request_id,
+        "at": AT,
+        "from_state": None,
+        "to_state": "queued",
+        "reason": "admitted",
+        "remote_request_id": None,
+    }
+
+
 def test_rows_round_trip_with_defaults_and_utc_conversion(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -66,20 +87,7 @@ def test_rows_round_trip_with_defaults_and_utc_conversion(
 
 
 def test_rows_are_part_of_the_callers_transaction(sessions: sessionmaker[Session]) -> None:
-    (qid,) = _queue(sessions, 1)
-    with sessions() as session, session.begin():
-        request = Request(queue_id=qid, state="queued", queued_at=AT, updated_at=AT)
-        session.add(request)
-        session.flush()
-        request_id = request.id
-    event = {
-        "request_id": request_id,
-        "at": AT,
-        "from_state": None,
-        "to_state": "queued",
-        "reason": "admitted",
-        "remote_request_id": None,
-    }
+    event = _event(_request(sessions))
     with pytest.raises(RuntimeError), sessions() as session, session.begin():
         bulk_insert(session, _table(Event), [event, event])
         raise RuntimeError("the caller fails after the insert")
@@ -98,27 +106,11 @@ def test_a_refused_row_fails_the_whole_insert_as_sqlalchemy_says_it(
     """A row the database refuses (an event of a request that does not exist) fails the
     insert with SQLAlchemy's own exception on both databases, writes none of the rows, and
     leaves the connection usable for the next transaction (admission then goes row by row)."""
-    (qid,) = _queue(sessions, 1)
-    with sessions() as session, session.begin():
-        request = Request(queue_id=qid, state="queued", queued_at=AT, updated_at=AT)
-        session.add(request)
-        session.flush()
-        request_id = request.id
-
-    def event(rid: int) -> dict[str, object]:
-        return {
-            "request_id": rid,
-            "at": AT,
-            "from_state": None,
-            "to_state": "queued",
-            "reason": "admitted",
-            "remote_request_id": None,
-        }
-
+    request_id = _request(sessions)
     with pytest.raises(IntegrityError), sessions() as session, session.begin():
-        bulk_insert(session, _table(Event), [event(request_id), event(request_id + 1000)])
+        bulk_insert(session, _table(Event), [_event(request_id), _event(request_id + 1000)])
     with sessions() as session, session.begin():
         assert session.scalars(select(Event)).all() == []
-        bulk_insert(session, _table(Event), [event(request_id)])
+        bulk_insert(session, _table(Event), [_event(request_id)])
     with sessions() as session:
         assert [e.request_id for e in session.scalars(select(Event))] == [request_id]
