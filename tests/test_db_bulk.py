@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsar_scheduler.db import Event, QueueRow, Request, bulk_insert, make_engine
-from dsar_scheduler.ledger import _table
 
 AT = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 
@@ -73,7 +72,7 @@ def test_rows_round_trip_with_defaults_and_utc_conversion(
         for k, (qid, ref) in enumerate(zip(queue_ids, ["a", None, "c"], strict=True))
     ]
     with sessions() as session, session.begin():
-        bulk_insert(session, _table(Request), rows)
+        bulk_insert(session, Request, rows)
     with sessions() as session:
         stored = session.scalars(select(Request).order_by(Request.queue_id)).all()
     assert [r.queue_id for r in stored] == queue_ids
@@ -89,13 +88,13 @@ def test_rows_round_trip_with_defaults_and_utc_conversion(
 def test_rows_are_part_of_the_callers_transaction(sessions: sessionmaker[Session]) -> None:
     event = _event(_request(sessions))
     with pytest.raises(RuntimeError), sessions() as session, session.begin():
-        bulk_insert(session, _table(Event), [event, event])
+        bulk_insert(session, Event, [event, event])
         raise RuntimeError("the caller fails after the insert")
     with sessions() as session:
         assert session.scalars(select(Event)).all() == []  # rolled back with the caller
     with sessions() as session, session.begin():
-        bulk_insert(session, _table(Event), [event, event])
-        bulk_insert(session, _table(Event), [])  # nothing to do
+        bulk_insert(session, Event, [event, event])
+        bulk_insert(session, Event, [])  # nothing to do
     with sessions() as session:
         assert [e.reason for e in session.scalars(select(Event))] == ["admitted", "admitted"]
 
@@ -108,9 +107,9 @@ def test_a_refused_row_fails_the_whole_insert_as_sqlalchemy_says_it(
     leaves the connection usable for the next transaction (admission then goes row by row)."""
     request_id = _request(sessions)
     with pytest.raises(IntegrityError), sessions() as session, session.begin():
-        bulk_insert(session, _table(Event), [_event(request_id), _event(request_id + 1000)])
+        bulk_insert(session, Event, [_event(request_id), _event(request_id + 1000)])
     with sessions() as session, session.begin():
         assert session.scalars(select(Event)).all() == []
-        bulk_insert(session, _table(Event), [_event(request_id)])
+        bulk_insert(session, Event, [_event(request_id)])
     with sessions() as session:
         assert [e.request_id for e in session.scalars(select(Event))] == [request_id]

@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import (
     String,
-    Table,
     and_,
     case,
     cast,
@@ -34,7 +33,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .db import (
     ApiCall,
-    Base,
     Event,
     File,
     QueueRow,
@@ -460,7 +458,7 @@ class Ledger:
                 rows.append(values)
             # Bulk inserts (a COPY on PostgreSQL), the new ids read back by queue row.
             if rows:
-                bulk_insert(session, _table(Request), rows)
+                bulk_insert(session, Request, rows)
                 # by range, not a list of 500 parameters; the range may hold older rows too
                 queue_ids = [values["queue_id"] for values in rows]
                 ids = dict(
@@ -472,7 +470,7 @@ class Ledger:
                 )
                 bulk_insert(
                     session,
-                    _table(Event),
+                    Event,
                     [
                         {
                             "request_id": ids[values["queue_id"]],
@@ -892,7 +890,7 @@ class Ledger:
         if calls:
             bulk_update(
                 session,
-                _table(ApiCall),
+                ApiCall,
                 [
                     {
                         "id": ticket.id,
@@ -919,7 +917,7 @@ class Ledger:
             with write_transaction(self.sessions, lock=BUDGET_LOCK) as session:
                 bulk_update(
                     session,
-                    _table(ApiCall),
+                    ApiCall,
                     [
                         {"id": t.id, "cost": 0, "outcome": "not_sent", "finished_at": now}
                         for t in tickets
@@ -958,7 +956,7 @@ class Ledger:
                 if moved:
                     bulk_update(
                         session,
-                        _table(Request),
+                        Request,
                         [
                             {
                                 "id": x.request_id,
@@ -980,7 +978,7 @@ class Ledger:
                     )
                     bulk_insert(
                         session,
-                        _table(Event),
+                        Event,
                         [
                             {
                                 "request_id": x.request_id,
@@ -1008,7 +1006,7 @@ class Ledger:
             if running:
                 bulk_update(
                     session,
-                    _table(Request),
+                    Request,
                     [
                         {
                             "id": rid,
@@ -1024,7 +1022,7 @@ class Ledger:
             if stored:
                 bulk_update(
                     session,
-                    _table(File),
+                    File,
                     [
                         {
                             "id": file_id,
@@ -1083,8 +1081,8 @@ class Ledger:
                         row.id, row.state, State.SUBMITTING, reason, row.remote_request_id, now
                     )
                 )
-            bulk_update(session, _table(Request), changes)
-            bulk_insert(session, _table(Event), events)
+            bulk_update(session, Request, changes)
+            bulk_insert(session, Event, events)
         self._notify(notes)
         return {row.id for row in rows}
 
@@ -1349,11 +1347,6 @@ STORE_NOTE = "storing:"
 
 def _store_note(request_id: int) -> str:
     return f"{STORE_NOTE}{request_id}"
-
-
-def _table(model: type[Base]) -> Table:
-    """A model's Core table: Core executemany skips the ORM's per-row bookkeeping."""
-    return model.metadata.tables[model.__tablename__]
 
 
 def _months(start: date | None, end: date | None) -> int:
