@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import sessionmaker
 
 from dsar_scheduler.clock import FakeClock
-from dsar_scheduler.db import make_engine
+from dsar_scheduler.db import ApiCall, make_engine
 from dsar_scheduler.ledger import Ledger
 from dsar_scheduler.states import State
 from dsar_scheduler.validation import Accepted
@@ -30,6 +30,23 @@ def test_reserve_many_takes_what_fits_and_release_refunds(ledger: Ledger, clock:
     ledger.release_calls(tickets[10:], clock.now())
     assert ledger.spent(clock.now()) == 80
     assert len(ledger.reserve_many("status", 1, clock.now(), [None] * 30)) == 20
+
+
+def test_each_reserved_ticket_is_the_call_row_of_its_request(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    """Tickets come back in the order of the request ids asked for, each naming the call row
+    written for that request (repeated ids and calls about no request included)."""
+    asked = [7, None, 3, 7, 3, 9, None, 7]
+    tickets = ledger.reserve_many("fetch", 1, clock.now(), asked)
+    assert len(tickets) == len(asked) and len({t.id for t in tickets}) == len(asked)
+    with ledger.sessions() as session:
+        rows = dict(session.execute(select(ApiCall.id, ApiCall.request_id)).all())
+    assert [rows[t.id] for t in tickets] == asked
+    assert all(t.kind == "fetch" and t.cost == 1 and t.reserved_at == clock.now() for t in tickets)
+    for request in (7, 3, None):  # a request's calls in the order they were asked for
+        ids = [t.id for t, r in zip(tickets, asked, strict=True) if r == request]
+        assert ids == sorted(ids)
 
 
 def test_a_cost_counts_for_an_hour_from_when_the_call_finished(

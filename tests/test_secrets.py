@@ -8,6 +8,7 @@ Every command runs as a real process with its output captured; the daemon runs a
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import traceback
@@ -22,6 +23,7 @@ from dsar_scheduler.amplitude import AmplitudeClient, ApiError
 from dsar_scheduler.cli import main
 from dsar_scheduler.config import ConfigError, load_settings
 from dsar_scheduler.emulator import Emulator
+from dsar_scheduler.logs import REDACTED
 from dsar_scheduler.migrate import upgrade
 from tests.procs import DaemonProcess, service_env, wall_emulator_fixture
 
@@ -200,3 +202,34 @@ def test_logged_bodies_and_errors_have_subjects_and_secrets_scrubbed(
 
 def _basic() -> str:
     return base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()
+
+
+def test_scrubbing_holds_when_the_same_keys_and_texts_repeat(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The scrubber remembers each key's verdict and each short text's cleaned form (a tick
+    writes thousands of lines): the second, third … line is scrubbed as the first was, and
+    texts too long to remember are scrubbed every time."""
+    from dsar_scheduler.logs import configure, get_logger
+
+    configure("json", "info", secrets=[KEY, SECRET], auth_pairs=[(KEY, SECRET)])
+    log = get_logger("test")
+    long_body = f'{{"amplitudeId": {SUBJECT}, "pad": "{"x" * 200}"}}'
+    for _ in range(3):
+        log.info(
+            "request.transition",
+            reason=f"amplitude_id is not an integer: '{SUBJECT}x'",
+            api_key=KEY,
+            amplitude_id=SUBJECT,
+            note=f"with {SECRET}",
+            body=long_body,
+            polls=3,
+        )
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        assert line["api_key"] == line["amplitude_id"] == REDACTED
+        assert line["reason"] == f"amplitude_id is not an integer: {REDACTED}"
+        assert line["note"] == f"with {REDACTED}"
+        assert str(SUBJECT) not in line["body"]
+        assert line["polls"] == 3

@@ -17,13 +17,17 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
+    Integer,
     String,
     and_,
     case,
     cast,
     delete,
+    exists,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -39,6 +43,7 @@ from .db import (
     Request,
     ServiceState,
     Tick,
+    UTCDateTime,
     bulk_insert,
     bulk_update,
     write_transaction,
@@ -392,8 +397,12 @@ class Ledger:
                     cast(QueueRow.external_ref, String),
                     cast(QueueRow.requested_by, String),
                 )
-                .outerjoin(Request, Request.queue_id == QueueRow.id)
-                .where(Request.id.is_(None), QueueRow.id > after)
+                .where(
+                    QueueRow.id > after,
+                    # the bound on both sides lets PostgreSQL merge the two unique indexes
+                    # from ``after`` on, instead of hashing the whole ledger for every page
+                    ~exists().where(Request.queue_id == QueueRow.id, Request.queue_id > after),
+                )
                 .order_by(QueueRow.id)
                 .limit(limit)
             ).all()
@@ -865,20 +874,7 @@ class Ledger:
             fit = len(request_ids) if cost <= 0 else max(0, min(len(request_ids), room // cost))
             if fit == 0:
                 return []
-            ids = session.scalars(
-                insert(ApiCall).returning(ApiCall.id, sort_by_parameter_order=True),
-                [
-                    {
-                        "kind": kind,
-                        "cost": cost,
-                        "reserved_at": now,
-                        "counted_at": now,
-                        "request_id": request_id,
-                        "outcome": "reserved",
-                    }
-                    for request_id in request_ids[:fit]
-                ],
-            ).all()
+            ids = _insert_calls(session, kind, cost, now, request_ids[:fit])
         return [CallTicket(id=i, kind=kind, cost=cost, reserved_at=now) for i in ids]
 
     @staticmethod
@@ -1347,6 +1343,42 @@ STORE_NOTE = "storing:"
 
 def _store_note(request_id: int) -> str:
     return f"{STORE_NOTE}{request_id}"
+
+
+def _insert_calls(
+    session: Session, kind: str, cost: int, now: datetime, request_ids: Sequence[int | None]
+) -> list[int]:
+    """Insert one reserved call per entry of ``request_ids``; their ids, in that order."""
+    values = {"kind": kind, "cost": cost, "reserved_at": now, "counted_at": now}
+    if session.get_bind().dialect.name != "postgresql":
+        return list(
+            session.scalars(
+                insert(ApiCall).returning(ApiCall.id, sort_by_parameter_order=True),
+                [{**values, "request_id": r, "outcome": "reserved"} for r in request_ids],
+            )
+        )
+    # One statement over an array instead of an executemany: the rows differ only in their
+    # request id, and rows with the same request id are interchangeable, so each row's id is
+    # matched to its place by request id (RETURNING does not promise an order).
+    rows = session.execute(
+        insert(ApiCall)
+        .from_select(
+            ["kind", "cost", "reserved_at", "counted_at", "outcome", "request_id"],
+            select(
+                literal(kind, String),
+                literal(cost, Integer),
+                literal(now, UTCDateTime),
+                literal(now, UTCDateTime),
+                literal("reserved", String),
+                func.unnest(literal(list(request_ids), ARRAY(Integer))),
+            ),
+        )
+        .returning(ApiCall.id, ApiCall.request_id)
+    ).all()
+    by_request: dict[int | None, list[int]] = {}
+    for call_id, request_id in sorted(rows, reverse=True):
+        by_request.setdefault(request_id, []).append(call_id)
+    return [by_request[r].pop() for r in request_ids]
 
 
 def _months(start: date | None, end: date | None) -> int:

@@ -101,10 +101,10 @@ class CompletionModel:
         prior = prior or cls.uniform()
         if not done_s:
             return prior
-        events = sorted((max(0.0, t), 0) for t in done_s)
-        censored = sorted((max(0.0, t), 1) for t in running_s)
-        # Events before censorings at the same time (the usual convention).
-        timeline = sorted(events + censored)
+        # One sort; events (0) before censorings (1) at the same time (the usual convention).
+        timeline = sorted(
+            [(max(0.0, t), 0) for t in done_s] + [(max(0.0, t), 1) for t in running_s]
+        )
         at_risk = len(timeline)
         km_times: list[float] = []
         km_values: list[float] = []
