@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from .db import (
     ApiCall,
@@ -61,6 +62,7 @@ CALL_HISTORY_NEEDED = max(WINDOW, UNKNOWN_CALL_HISTORY, RATE_LIMIT_HISTORY)
 BUDGET_LOCK = "dsar-budget"
 BACKOFF_KEY = "rate_limited_until"
 TICK_LEASE = "tick-lease"
+QUEUE_FLOOR_KEY = "queue-floor"
 
 
 #: A file of its request's current remote job (the files of a job that failed or expired and
@@ -382,6 +384,29 @@ class Ledger:
 
     # -- admission ---------------------------------------------------------------------------
 
+    def queue_floor(self, now: datetime) -> int:
+        """The queue id up to which every queue row has its ledger row, as admission last
+        left it; 0 when none is known or a full sweep is due (``set_queue_floor``)."""
+        with self.sessions() as session:
+            return _queue_floor(session, now)
+
+    def set_queue_floor(self, floor: int, now: datetime, sweep_due: datetime | None) -> None:
+        """Record ``floor`` (see ``queue_floor``); ``sweep_due``: when the floor stops being
+        trusted and admission reads the whole queue again (``None``: keep the date set by
+        the last sweep)."""
+        with write_transaction(self.sessions) as session:
+            row = session.get(ServiceState, QUEUE_FLOOR_KEY)
+            if row is None:
+                row = ServiceState(key=QUEUE_FLOOR_KEY, until=sweep_due or now)
+                session.add(row)
+            elif sweep_due is not None:
+                row.until = sweep_due
+            row.value, row.updated_at = str(floor), now
+
+    def last_queue_id(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.max(QueueRow.id))) or 0)
+
     def pending_queue_rows(self, limit: int, after: int = 0) -> list[RawQueueRow]:
         """Queue rows with no ledger entry yet, oldest first, every column read as text.
         ``after``: the last queue id already looked at this tick (each page starts past the
@@ -397,12 +422,7 @@ class Ledger:
                     cast(QueueRow.external_ref, String),
                     cast(QueueRow.requested_by, String),
                 )
-                .where(
-                    QueueRow.id > after,
-                    # the bound on both sides lets PostgreSQL merge the two unique indexes
-                    # from ``after`` on, instead of hashing the whole ledger for every page
-                    ~exists().where(Request.queue_id == QueueRow.id, Request.queue_id > after),
-                )
+                .where(*_unadmitted(after))
                 .order_by(QueueRow.id)
                 .limit(limit)
             ).all()
@@ -1275,8 +1295,7 @@ class Ledger:
             pending = session.scalar(
                 select(func.count())
                 .select_from(QueueRow)
-                .outerjoin(Request, Request.queue_id == QueueRow.id)
-                .where(Request.id.is_(None))
+                .where(*_unadmitted(_queue_floor(session, now)))
             )
             active = [s.value for s in OUTSTANDING | {State.QUEUED, State.FAILED, State.EXPIRED}]
             oldest = session.scalar(
@@ -1343,6 +1362,22 @@ STORE_NOTE = "storing:"
 
 def _store_note(request_id: int) -> str:
     return f"{STORE_NOTE}{request_id}"
+
+
+def _unadmitted(after: int) -> tuple[ColumnElement[bool], ...]:
+    """Queue rows past ``after`` with no ledger row. The bound on both sides lets PostgreSQL
+    merge the two unique indexes from ``after`` on, instead of hashing the whole ledger."""
+    return (
+        QueueRow.id > after,
+        ~exists().where(Request.queue_id == QueueRow.id, Request.queue_id > after),
+    )
+
+
+def _queue_floor(session: Session, now: datetime) -> int:
+    row = session.get(ServiceState, QUEUE_FLOOR_KEY)
+    if row is None or row.value is None or row.until is None or row.until <= now:
+        return 0
+    return int(row.value)
 
 
 def _insert_calls(

@@ -44,6 +44,8 @@ log = get_logger("dsar.tick")
 
 ADMIT_BATCH = 500
 MAX_ADMIT_BATCHES = 20
+#: How often admission reads the whole queue, not only past the floor (``Tick.admit``).
+QUEUE_SWEEP_EVERY = timedelta(hours=24)
 PAGE = 200
 #: Calls reserved together in one budget transaction (polls, submissions).
 CHUNK = 100
@@ -211,11 +213,23 @@ class Tick:
     # -- 1. admit ------------------------------------------------------------------------
 
     def admit(self) -> None:
-        after = 0
+        """Admit queue rows in pages, starting past the queue floor: the rows below it all
+        have ledger rows, so a tick reads what is new, not the service's whole history (with
+        a million queue rows, reading from the start cost 0.25 s a tick). The floor then
+        moves up to just below the first row this tick leaves unadmitted.
+
+        A row that commits after a later one (an upstream transaction still open while a
+        tick reads) can sit below the floor unseen; the whole queue is read again every
+        QUEUE_SWEEP_EVERY, which admits it then."""
+        now = self.clock.now()
+        floor = self.ledger.queue_floor(now)
+        top = self.ledger.last_queue_id()  # before reading: a row added meanwhile waits
+        after = floor
+        left: list[int] = []  # queue ids this tick leaves unadmitted
         for _ in range(MAX_ADMIT_BATCHES):
             rows = self.ledger.pending_queue_rows(ADMIT_BATCH, after)
             if not rows:
-                return
+                break
             after = rows[-1].queue_id
             today = self.clock.now().date()
             verdicts = [(row, validate(row, today, self.settings.max_range_days)) for row in rows]
@@ -223,7 +237,8 @@ class Tick:
                 created = self.ledger.admit(verdicts, self.clock.now())
             except Exception:
                 log.exception("admit.batch_failed", rows=len(rows))
-                created = self._admit_one_by_one(verdicts)
+                created, failed = self._admit_one_by_one(verdicts)
+                left += failed
             for request in created:
                 if request.state == State.REJECTED:
                     self.report.rejected += 1
@@ -236,14 +251,22 @@ class Tick:
                             amplitude_id=request.amplitude_id,
                         )
             if len(rows) < ADMIT_BATCH:
-                return
+                break
+        else:  # pages left for the next tick
+            left.append(after + 1)
+        new_floor = min([top, *(queue_id - 1 for queue_id in left)])
+        sweep_due = now + QUEUE_SWEEP_EVERY if floor == 0 else None
+        if new_floor > floor or sweep_due is not None:
+            self.ledger.set_queue_floor(max(floor, new_floor), now, sweep_due)
 
     def _admit_one_by_one(
         self, verdicts: list[tuple[RawQueueRow, Accepted | Rejected]]
-    ) -> list[Admission]:
+    ) -> tuple[list[Admission], list[int]]:
         """A batch failed (a value the ledger cannot hold): admit rows alone, and reject with
-        the database's complaint any row that still cannot be written."""
+        the database's complaint any row that still cannot be written. Returns what was
+        written, and the queue ids of rows that could not be written at all."""
         created: list[Admission] = []
+        failed: list[int] = []
         for row, verdict in verdicts:
             try:
                 created += self.ledger.admit([(row, verdict)], self.clock.now())
@@ -254,7 +277,8 @@ class Tick:
                     created += self.ledger.admit([(bare, reason)], self.clock.now())
                 except Exception:
                     log.exception("admit.row_failed", queue_id=row.queue_id)
-        return created
+                    failed.append(row.queue_id)
+        return created, failed
 
     # -- 2. recover and expire -----------------------------------------------------------
 
