@@ -122,6 +122,8 @@ class Request(Base):
         Index("ix_dsar_requests_state_next", "state", "next_action_at"),
         # the planner's completion-time samples: requests done recently
         Index("ix_dsar_requests_done_at", "done_at"),
+        # the metrics' running totals: requests stored since a watermark (totals.py)
+        Index("ix_dsar_requests_stored_at", "stored_at"),
     )
 
 
@@ -149,6 +151,8 @@ class File(Base):
         UniqueConstraint("request_id", "remote_request_id", "output_index"),
         # pending files among millions of stored ones
         Index("ix_dsar_files_state_next", "state", "next_attempt_at"),
+        # the metrics' running totals: files stored since a watermark (totals.py)
+        Index("ix_dsar_files_stored_at", "stored_at"),
     )
 
 

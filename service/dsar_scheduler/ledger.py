@@ -50,6 +50,7 @@ from .db import (
     write_transaction,
 )
 from .states import FINAL, OUTSTANDING, SUBMITTABLE, State, check_transition
+from .totals import StoredTotals
 from .validation import Accepted, RawQueueRow, Rejected
 
 WINDOW = timedelta(hours=1)
@@ -165,6 +166,7 @@ class Ledger:
         self.sessions = sessions
         self.budget_limit = budget_limit
         self.on_transition = on_transition
+        self.stored_totals = StoredTotals()
 
     def _notify(self, transitions: Iterable[Transition]) -> None:
         if self.on_transition is not None:
@@ -1286,12 +1288,19 @@ class Ledger:
 
     def snapshot(self, now: datetime, sla: timedelta) -> Snapshot:
         with self.sessions() as session:
+            # every state but stored by the state index (their rows are few); stored ones
+            # from the running totals (they are most of the history)
             by_state = {
                 state: int(count)
                 for state, count in session.execute(
-                    select(Request.state, func.count()).group_by(Request.state)
+                    select(Request.state, func.count())
+                    .where(Request.state.in_([s.value for s in State if s != State.STORED]))
+                    .group_by(Request.state)
                 )
             }
+            stored = self.stored_totals.read(session, now)
+            if stored.requests:
+                by_state[State.STORED] = stored.requests
             pending = session.scalar(
                 select(func.count())
                 .select_from(QueueRow)
@@ -1311,11 +1320,9 @@ class Ledger:
                     Request.state.in_((State.DONE, State.FETCHING))
                 )
             )
-            files = session.execute(
-                select(File.state, func.count(), func.coalesce(func.sum(File.bytes), 0)).group_by(
-                    File.state
-                )
-            ).all()
+            pending_files = session.scalar(
+                select(func.count()).select_from(File).where(File.state == "pending")
+            )
             last_ok = session.scalar(select(func.max(Tick.finished_at)).where(Tick.outcome == "ok"))
             return Snapshot(
                 queue_pending=int(pending or 0),
@@ -1324,9 +1331,9 @@ class Ledger:
                 earliest_unfetched_expiry=_aware(earliest),
                 oldest_outstanding_since=_aware(oldest),
                 past_sla=int(past_sla or 0),
-                pending_files=sum(int(c) for s, c, _ in files if s == "pending"),
-                stored_files=sum(int(c) for s, c, _ in files if s == "stored"),
-                stored_bytes=sum(int(b or 0) for s, _, b in files if s == "stored"),
+                pending_files=int(pending_files or 0),
+                stored_files=stored.files,
+                stored_bytes=stored.bytes,
                 last_ok_tick=_aware(last_ok),
                 rate_limited_until=self._backoff(session, now),
             )

@@ -11,6 +11,8 @@ Sections:
 - ``tick``: one tick's work with 10,000 outstanding and 5,000 waiting on PostgreSQL, with a
   client that answers at once (no network), logging as the service does (JSON, info);
 - ``budget``: the budget query with a million rows in the call ledger (PostgreSQL, SQLite);
+- ``history``: what grows with the years: finding new queue rows among a million, and a
+  metrics scrape over a million stored requests and 2.6 million stored files;
 - ``fetch``: a 1 GiB output file: peak memory of the fetching process and its throughput
   against curl fetching the same file from the emulator.
 
@@ -206,6 +208,30 @@ def bench_budget() -> None:
     note("SQLite: reserve 100 calls", f"{reserve * 1000:.1f} ms")
 
 
+def bench_history(requests: int = 1_000_000, with_files: int = 100_000) -> None:
+    from tests.bench.tick_work import history_reads, pg_schema, populate_history
+
+    say(
+        f"\n== history: {requests:,} stored requests, {with_files * 26:,} stored files "
+        "(PostgreSQL) =="
+    )
+    with pg_schema() as url:
+        began = time.monotonic()
+        populate_history(url, requests, 26, with_files)
+        say(f"  written in {time.monotonic() - began:.0f} s")
+        r = history_reads(url)
+    note(
+        "admission: finding new queue rows, from the floor",
+        f"{r['new_rows_from_floor'] * 1000:.1f} ms (the daily full sweep: "
+        f"{r['new_rows_full_sweep'] * 1000:.0f} ms)",
+    )
+    note(
+        "metrics scrape (ledger snapshot)",
+        f"{r['snapshot_later'] * 1000:.1f} ms (a process's first: "
+        f"{r['snapshot_first'] * 1000:.0f} ms, it counts the stored history once)",
+    )
+
+
 def bench_fetch(size_mib: int) -> None:
     from tests.bench.fetch_big import run as fetch_run
 
@@ -240,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", default="sim,light,tick,budget,fetch")
+    parser.add_argument("--only", default="sim,light,tick,budget,history,fetch")
     parser.add_argument("--scale", type=float, default=10.0, help="simulations at 1/SCALE")
     parser.add_argument("--hours", type=float, default=144.0, help="simulated hours (sim)")
     parser.add_argument("--chart", type=Path, default=None)
@@ -258,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_tick()
     if "budget" in only:
         bench_budget()
+    if "history" in only:
+        bench_history()
     if "fetch" in only:
         bench_fetch(args.fetch_mib)
     say(f"\n== summary ({time.monotonic() - began:.0f} s) ==")

@@ -9,7 +9,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -322,3 +322,75 @@ def budget_query(url: str, repeat: int = 50) -> tuple[float, float]:
     spent.sort()
     reserve.sort()
     return spent[len(spent) // 2], reserve[len(reserve) // 2]
+
+
+def populate_history(url: str, requests: int, files_per_request: int, with_files: int) -> None:
+    """A long-running service's history on PostgreSQL: ``requests`` stored requests (and
+    their queue rows), ``with_files`` of them with ``files_per_request`` stored files each,
+    written by the database itself (``generate_series``: millions of rows in a minute)."""
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO dsar_queue (amplitude_id, start_date, end_date) "
+                "SELECT 1000000 + g, '2025-01-01', '2025-12-31' FROM generate_series(1, :n) g"
+            ),
+            {"n": requests},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO dsar_requests (queue_id, amplitude_id, start_date, end_date, state,"
+                " remote_request_id, submissions, failures, expiries, errors, polls, queued_at,"
+                " updated_at, done_at, stored_at) "
+                "SELECT g, 1000000 + g, '2025-01-01', '2025-12-31', 'stored', 5000000 + g,"
+                " 1, 0, 0, 0, 0, t, t, t, t "
+                "FROM generate_series(1, :n) g, LATERAL (SELECT :now - g * interval '10 s') x(t)"
+            ),
+            {"n": requests, "now": NOW.replace(tzinfo=None)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO dsar_files (request_id, remote_request_id, output_index, url, state,"
+                " name, bytes, sha256, event_count, attempts, stored_at) "
+                "SELECT r, 5000000 + r, k, 'https://amplitude.com/api/2/dsar/requests/' || r"
+                " || '/outputs/' || k, 'stored', r || '-' || k || '.json.gz', 100000,"
+                " repeat('0', 64), 10, 0, :now - r * interval '10 s' "
+                "FROM generate_series(1, :n) r, generate_series(0, :k - 1) k"
+            ),
+            {"n": with_files, "k": files_per_request, "now": NOW.replace(tzinfo=None)},
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
+
+
+def history_reads(url: str, repeat: int = 7) -> dict[str, float]:
+    """Median seconds of what grows with history: finding new queue rows from the floor and
+    in the daily full sweep; a metrics snapshot, the first in a process (it counts the
+    stored history once) and later ones."""
+    engine = make_engine(url)
+    ledger = Ledger(sessionmaker(engine, expire_on_commit=False), 10**9)
+    top = ledger.last_queue_id()
+    # every queue row admitted: the floor a tick leaves (the scrape counts unadmitted from it)
+    ledger.set_queue_floor(top, NOW, NOW + timedelta(days=1))
+
+    def median(work: Callable[[], object]) -> float:
+        times = []
+        for _ in range(repeat):
+            began = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - began)
+        return sorted(times)[len(times) // 2]
+
+    began = time.perf_counter()
+    ledger.snapshot(NOW, timedelta(days=3))
+    first = time.perf_counter() - began
+    out = {
+        "new_rows_from_floor": median(lambda: ledger.pending_queue_rows(500, top)),
+        "new_rows_full_sweep": median(lambda: ledger.pending_queue_rows(500, 0)),
+        "snapshot_first": first,
+        "snapshot_later": median(lambda: ledger.snapshot(NOW, timedelta(days=3))),
+    }
+    engine.dispose()
+    return out

@@ -1,0 +1,83 @@
+"""Running totals of what the service has stored, for the metrics scraped every few seconds.
+
+Stored requests and files only ever accumulate (stored is final, a file is stored once), and
+after a year at full rate they number millions of requests and tens of millions of files:
+counting them on every scrape would keep the database busy for seconds each time. So they
+are counted once up to a watermark, and after that only what was stored past it is read
+(an index range on ``stored_at``); the watermark moves up, an hour behind the clock, about
+once an hour. Rows are counted by ``stored_at``, the clock of the transaction that stored
+them: one committing more than ``LAG`` after its own clock said so would be missed (a
+transaction open that long), which no tick does.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from .db import File, Request
+from .states import State
+
+#: How far behind the clock the watermark stays: past it, rows are counted on each read.
+LAG = timedelta(hours=1)
+#: How often the watermark moves up (what is read on each scrape: at most LAG + FOLD_EVERY).
+FOLD_EVERY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Stored:
+    requests: int
+    files: int
+    bytes: int
+
+    def __add__(self, other: Stored) -> Stored:
+        return Stored(
+            self.requests + other.requests, self.files + other.files, self.bytes + other.bytes
+        )
+
+
+class StoredTotals:
+    """Totals of stored requests and files, kept per process (thread-safe: the metrics
+    endpoint scrapes from its own thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._upto: datetime | None = None  # None: nothing counted yet
+        self._counted = Stored(0, 0, 0)
+
+    def read(self, session: Session, now: datetime) -> Stored:
+        with self._lock:
+            fold_to = now - LAG
+            if self._upto is None or fold_to - self._upto >= FOLD_EVERY:
+                self._counted += _stored(session, self._upto, fold_to)
+                self._upto = fold_to
+            return self._counted + _stored(session, self._upto, None)
+
+
+def _stored(session: Session, after: datetime | None, upto: datetime | None) -> Stored:
+    """Requests and files stored after ``after`` up to ``upto`` (either end open if None;
+    rows without ``stored_at`` count with the first range, which has no lower end)."""
+
+    def within(column: InstrumentedAttribute[datetime | None]) -> list[ColumnElement[bool]]:
+        bounds: list[ColumnElement[bool]] = []
+        if upto is not None:
+            bounds.append(column <= upto)
+        if after is not None:
+            bounds.append(column > after)
+        return bounds if after is not None or upto is None else [or_(*bounds, column.is_(None))]
+
+    requests = session.scalar(
+        select(func.count())
+        .select_from(Request)
+        .where(Request.state == State.STORED, *within(Request.stored_at))
+    )
+    files, size = session.execute(
+        select(func.count(), func.coalesce(func.sum(File.bytes), 0)).where(
+            File.state == "stored", *within(File.stored_at)
+        )
+    ).one()
+    return Stored(int(requests or 0), int(files or 0), int(size or 0))
