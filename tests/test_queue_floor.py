@@ -53,6 +53,10 @@ def pages_read_from(h: Harness, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
+def floor_of(h: Harness) -> int:
+    return h.app.ledger.queue_floor(h.clock.now()).floor
+
+
 def test_each_tick_reads_past_the_floor_and_moves_it_up(
     database_url: str, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -61,30 +65,48 @@ def test_each_tick_reads_past_the_floor_and_moves_it_up(
         for n in range(3):
             h.enqueue(100 + n, "2025-01-01", "2025-01-31")
         assert h.tick().admitted == 3
-        assert h.app.ledger.queue_floor(clock.now()) == 3
         assert pages == [0]  # the first tick sweeps the whole queue
-        clock.advance(timedelta(minutes=30))
-        h.enqueue(200, "2025-01-01", "2025-01-31")
-        h.enqueue(201, "2025-01-01", "2025-01-31")
-        assert h.tick().admitted == 2
-        assert pages[1:] == [3]
-        assert h.app.ledger.queue_floor(clock.now()) == 5
+        assert floor_of(h) == 0  # and has no earlier tick's view to move the floor to
+        for n in range(2):
+            clock.advance(timedelta(minutes=30))
+            h.enqueue(200 + n, "2025-01-01", "2025-01-31")
+            assert h.tick().admitted == 1
+        assert pages[1:] == [0, 3]  # each tick moves it up to what the tick before saw
+        assert floor_of(h) == 4
         clock.advance(timedelta(minutes=30))
         assert h.tick().admitted == 0
-        assert pages[2:] == [5]
+        assert pages[3:] == [4]
+        assert floor_of(h) == 5
 
 
-def test_a_row_that_commits_below_the_floor_is_admitted_by_the_next_full_sweep(
+def test_a_row_that_commits_after_a_later_one_is_admitted_by_the_next_tick(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    with floored(database_url, tmp_path, clock) as h:
+        insert_with_id(h, 4)
+        h.tick()
+        clock.advance(timedelta(minutes=30))
+        insert_with_id(h, 10)
+        assert h.tick().admitted == 1
+        insert_with_id(h, 7)  # allocated before 10, committed just after the tick read
+        clock.advance(timedelta(minutes=30))
+        assert h.tick().admitted == 1
+        assert floor_of(h) == 10
+
+
+def test_a_row_that_commits_a_tick_late_below_the_floor_is_admitted_by_the_full_sweep(
     database_url: str, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with floored(database_url, tmp_path, clock) as h:
         insert_with_id(h, 10)
-        assert h.tick().admitted == 1
-        assert h.app.ledger.queue_floor(clock.now()) == 10
-        insert_with_id(h, 7)  # allocated before 10, committed after the tick read past it
-        for _ in range(3):
+        for _ in range(2):
+            h.tick()
             clock.advance(timedelta(minutes=30))
+        assert floor_of(h) == 10
+        insert_with_id(h, 7)  # allocated before 10, its transaction open for a whole tick
+        for _ in range(3):
             assert h.tick().admitted == 0
+            clock.advance(timedelta(minutes=30))
         assert h.app.ledger.snapshot(clock.now(), timedelta(days=3)).queue_pending == 0
         pages = pages_read_from(h, monkeypatch)
         clock.advance(tick_module.QUEUE_SWEEP_EVERY)
@@ -93,7 +115,7 @@ def test_a_row_that_commits_below_the_floor_is_admitted_by_the_next_full_sweep(
         with h.app.sessions() as session:
             admitted = session.execute(text("SELECT queue_id FROM dsar_requests")).scalars()
             assert sorted(admitted) == [7, 10]
-        assert h.app.ledger.queue_floor(clock.now()) == 10  # and trusted for another day
+        assert floor_of(h) == 10  # and trusted for another day
         clock.advance(timedelta(minutes=30))
         h.tick()
         assert pages[1:] == [10]
@@ -108,11 +130,11 @@ def test_the_floor_stops_below_rows_left_for_the_next_tick(
         for n in range(5):
             h.enqueue(100 + n, "2025-01-01", "2025-01-31")
         floors = []
-        for _ in range(3):
+        for _ in range(4):
             h.tick()
-            floors.append(h.app.ledger.queue_floor(clock.now()))
+            floors.append(floor_of(h))
             clock.advance(timedelta(minutes=30))
-        assert floors == [2, 4, 5]
+        assert floors == [0, 4, 5, 5]  # never past what the tick before saw, nor a row left
         assert h.states() == {"queued": 5}
 
 
@@ -131,8 +153,10 @@ def test_a_row_that_cannot_be_written_holds_the_floor_below_it(
 
         monkeypatch.setattr(Ledger, "admit", refuses_row_2)
         assert h.tick().admitted == 2
-        assert h.app.ledger.queue_floor(clock.now()) == 1
-        monkeypatch.setattr(Ledger, "admit", real)
         clock.advance(timedelta(minutes=30))
+        assert h.tick().admitted == 0
+        assert floor_of(h) == 1  # the tick before saw 3, but row 2 is still unadmitted
+        clock.advance(timedelta(minutes=30))
+        monkeypatch.setattr(Ledger, "admit", real)
         assert h.tick().admitted == 1
-        assert h.app.ledger.queue_floor(clock.now()) == 3
+        assert floor_of(h) == 3

@@ -156,6 +156,17 @@ class Snapshot:
     rate_limited_until: datetime | None
 
 
+@dataclass(frozen=True)
+class QueueFloor:
+    """Where admission starts reading the queue. ``floor``: every queue row up to this id
+    has its ledger row. ``seen``: the highest queue id when the last admission began; the
+    next floor never passes it, so a row whose id was taken before then but which committed
+    after a later row had a whole tick to commit before the floor moves past it."""
+
+    floor: int
+    seen: int
+
+
 class Ledger:
     def __init__(
         self,
@@ -386,16 +397,15 @@ class Ledger:
 
     # -- admission ---------------------------------------------------------------------------
 
-    def queue_floor(self, now: datetime) -> int:
-        """The queue id up to which every queue row has its ledger row, as admission last
-        left it; 0 when none is known or a full sweep is due (``set_queue_floor``)."""
+    def queue_floor(self, now: datetime) -> QueueFloor:
+        """Where admission starts reading the queue (``QueueFloor``); a floor of 0 when none
+        is known or a full sweep is due (``set_queue_floor``)."""
         with self.sessions() as session:
             return _queue_floor(session, now)
 
-    def set_queue_floor(self, floor: int, now: datetime, sweep_due: datetime | None) -> None:
-        """Record ``floor`` (see ``queue_floor``); ``sweep_due``: when the floor stops being
-        trusted and admission reads the whole queue again (``None``: keep the date set by
-        the last sweep)."""
+    def set_queue_floor(self, floor: QueueFloor, now: datetime, sweep_due: datetime | None) -> None:
+        """Record ``floor``; ``sweep_due``: when the floor stops being trusted and admission
+        reads the whole queue again (``None``: keep the date set by the last sweep)."""
         with write_transaction(self.sessions) as session:
             row = session.get(ServiceState, QUEUE_FLOOR_KEY)
             if row is None:
@@ -403,7 +413,7 @@ class Ledger:
                 session.add(row)
             elif sweep_due is not None:
                 row.until = sweep_due
-            row.value, row.updated_at = str(floor), now
+            row.value, row.updated_at = f"{floor.floor} {floor.seen}", now
 
     def last_queue_id(self) -> int:
         with self.sessions() as session:
@@ -1304,7 +1314,7 @@ class Ledger:
             pending = session.scalar(
                 select(func.count())
                 .select_from(QueueRow)
-                .where(*_unadmitted(_queue_floor(session, now)))
+                .where(*_unadmitted(_queue_floor(session, now).floor))
             )
             active = [s.value for s in OUTSTANDING | {State.QUEUED, State.FAILED, State.EXPIRED}]
             oldest = session.scalar(
@@ -1380,11 +1390,13 @@ def _unadmitted(after: int) -> tuple[ColumnElement[bool], ...]:
     )
 
 
-def _queue_floor(session: Session, now: datetime) -> int:
+def _queue_floor(session: Session, now: datetime) -> QueueFloor:
     row = session.get(ServiceState, QUEUE_FLOOR_KEY)
-    if row is None or row.value is None or row.until is None or row.until <= now:
-        return 0
-    return int(row.value)
+    if row is None or not row.value:
+        return QueueFloor(0, 0)
+    floor, seen = (int(part) for part in row.value.split())
+    sweep_due = row.until is None or row.until <= now
+    return QueueFloor(0 if sweep_due else floor, seen)
 
 
 def _insert_calls(

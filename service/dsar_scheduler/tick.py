@@ -28,6 +28,7 @@ from .ledger import (
     Admission,
     CallTicket,
     Ledger,
+    QueueFloor,
     Submitted,
     Transition,
 )
@@ -214,17 +215,18 @@ class Tick:
 
     def admit(self) -> None:
         """Admit queue rows in pages, starting past the queue floor: the rows below it all
-        have ledger rows, so a tick reads what is new, not the service's whole history (with
-        a million queue rows, reading from the start cost 0.25 s a tick). The floor then
-        moves up to just below the first row this tick leaves unadmitted.
+        have ledger rows, so a tick reads what is recent, not the service's whole history
+        (with a million queue rows, reading from the start cost 0.25 s a tick). The floor
+        then moves up to the highest id the previous tick saw, or to just below the first
+        row this tick leaves unadmitted, whichever is lower.
 
-        A row that commits after a later one (an upstream transaction still open while a
-        tick reads) can sit below the floor unseen; the whole queue is read again every
+        A row that commits a tick after a later one was read (an upstream transaction held
+        open that long) can sit below the floor unseen; the whole queue is read again every
         QUEUE_SWEEP_EVERY, which admits it then."""
         now = self.clock.now()
-        floor = self.ledger.queue_floor(now)
+        start = self.ledger.queue_floor(now)
         top = self.ledger.last_queue_id()  # before reading: a row added meanwhile waits
-        after = floor
+        after = start.floor
         left: list[int] = []  # queue ids this tick leaves unadmitted
         for _ in range(MAX_ADMIT_BATCHES):
             rows = self.ledger.pending_queue_rows(ADMIT_BATCH, after)
@@ -254,10 +256,10 @@ class Tick:
                 break
         else:  # pages left for the next tick
             left.append(after + 1)
-        new_floor = min([top, *(queue_id - 1 for queue_id in left)])
-        sweep_due = now + QUEUE_SWEEP_EVERY if floor == 0 else None
-        if new_floor > floor or sweep_due is not None:
-            self.ledger.set_queue_floor(max(floor, new_floor), now, sweep_due)
+        floor = max(start.floor, min([start.seen, *(queue_id - 1 for queue_id in left)]))
+        sweep_due = now + QUEUE_SWEEP_EVERY if start.floor == 0 else None
+        if (floor, top) != (start.floor, start.seen) or sweep_due is not None:
+            self.ledger.set_queue_floor(QueueFloor(floor, top), now, sweep_due)
 
     def _admit_one_by_one(
         self, verdicts: list[tuple[RawQueueRow, Accepted | Rejected]]

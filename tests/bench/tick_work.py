@@ -23,7 +23,7 @@ from dsar_scheduler.amplitude import RemoteStatus
 from dsar_scheduler.clock import FakeClock
 from dsar_scheduler.config import load_settings
 from dsar_scheduler.db import ApiCall, File, QueueRow, Request, make_engine
-from dsar_scheduler.ledger import Ledger
+from dsar_scheduler.ledger import Ledger, QueueFloor
 from dsar_scheduler.metrics import Metrics
 from dsar_scheduler.migrate import upgrade
 from dsar_scheduler.simulate.storage import SinkStorage
@@ -373,7 +373,7 @@ def history_reads(url: str, repeat: int = 7) -> dict[str, float]:
     ledger = Ledger(sessionmaker(engine, expire_on_commit=False), 10**9)
     top = ledger.last_queue_id()
     # every queue row admitted: the floor a tick leaves (the scrape counts unadmitted from it)
-    ledger.set_queue_floor(top, NOW, NOW + timedelta(days=1))
+    ledger.set_queue_floor(QueueFloor(top, top), NOW, NOW + timedelta(days=1))
 
     def median(work: Callable[[], object]) -> float:
         times = []
