@@ -23,7 +23,7 @@ from dsar_scheduler.amplitude import RemoteStatus
 from dsar_scheduler.clock import FakeClock
 from dsar_scheduler.config import load_settings
 from dsar_scheduler.db import ApiCall, File, QueueRow, Request, make_engine
-from dsar_scheduler.ledger import Ledger, QueueFloor
+from dsar_scheduler.ledger import Ledger
 from dsar_scheduler.metrics import Metrics
 from dsar_scheduler.migrate import upgrade
 from dsar_scheduler.simulate.storage import SinkStorage
@@ -369,6 +369,8 @@ def history_reads(url: str, repeat: int = 7) -> dict[str, float]:
     """Median seconds of what grows with history: finding new queue rows from the floor and
     in the daily full sweep; a metrics snapshot, the first in a process (it counts the
     stored history once) and later ones."""
+    from dsar_scheduler.ledger import QueueFloor
+
     engine = make_engine(url)
     ledger = Ledger(sessionmaker(engine, expire_on_commit=False), 10**9)
     top = ledger.last_queue_id()

@@ -87,7 +87,8 @@ class Workload:
     def warmup(self) -> float:
         return self.hours / 2 if self.warmup_hours is None else self.warmup_hours
 
-    def describe(self) -> str:
+    def describe(self, policy: str | None = None) -> str:
+        """One line for reports and charts (``policy``: to name several runs at once)."""
         traffic = []
         if self.backlog:
             traffic.append(f"backlog {self.backlog:,} at start")
@@ -100,7 +101,8 @@ class Workload:
         )
         scale = f"; run at 1/{self.scale:g} scale" if self.scale != 1 else ""
         return (
-            f"policy {self.policy}, {self.hours:g} h, {', '.join(traffic) or 'no traffic'}; "
+            f"policy {policy or self.policy}, {self.hours:g} h, "
+            f"{', '.join(traffic) or 'no traffic'}; "
             f"{self.months} months x {self.projects} projects; completion {shape} "
             f"{self.completion_min_h:g}-{self.completion_max_h:g} h; fail rate "
             f"{self.fail_rate:.0%}; budget {self.budget:,}/h x {self.fraction:g}; tick "
