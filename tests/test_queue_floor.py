@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from dsar_scheduler import ledger as ledger_module
 from dsar_scheduler import tick as tick_module
 from dsar_scheduler.clock import FakeClock
 from dsar_scheduler.ledger import Ledger
@@ -51,6 +52,14 @@ def pages_read_from(h: Harness, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(Ledger, "pending_queue_rows", spy)
     return seen
+
+
+def spy_on(function: Any, calls: list[Any]) -> Any:
+    def spy(*args: Any) -> Any:
+        calls.append(args[0])
+        return function(*args)
+
+    return spy
 
 
 def floor_of(h: Harness) -> int:
@@ -110,6 +119,12 @@ def test_a_row_that_commits_a_tick_late_below_the_floor_is_admitted_by_the_full_
         assert h.app.ledger.snapshot(clock.now(), timedelta(days=3)).queue_pending == 0
         pages = pages_read_from(h, monkeypatch)
         clock.advance(tick_module.QUEUE_SWEEP_EVERY)
+        counted: list[int] = []
+        monkeypatch.setattr(
+            ledger_module, "_unadmitted", spy_on(ledger_module._unadmitted, counted)
+        )
+        h.app.ledger.snapshot(clock.now(), timedelta(days=3))
+        assert counted == [10]  # a sweep being due does not make a scrape read the whole queue
         assert h.tick().admitted == 1
         assert pages == [0]
         with h.app.sessions() as session:

@@ -1314,7 +1314,7 @@ class Ledger:
             pending = session.scalar(
                 select(func.count())
                 .select_from(QueueRow)
-                .where(*_unadmitted(_queue_floor(session, now).floor))
+                .where(*_unadmitted(_queue_floor(session, None).floor))
             )
             active = [s.value for s in OUTSTANDING | {State.QUEUED, State.FAILED, State.EXPIRED}]
             oldest = session.scalar(
@@ -1390,12 +1390,14 @@ def _unadmitted(after: int) -> tuple[ColumnElement[bool], ...]:
     )
 
 
-def _queue_floor(session: Session, now: datetime) -> QueueFloor:
+def _queue_floor(session: Session, now: datetime | None) -> QueueFloor:
+    """The recorded floor; with ``now``, a floor of 0 once the full sweep is due (admission
+    then reads the whole queue; a gauge keeps counting from the recorded floor)."""
     row = session.get(ServiceState, QUEUE_FLOOR_KEY)
     if row is None or not row.value:
         return QueueFloor(0, 0)
     floor, seen = (int(part) for part in row.value.split())
-    sweep_due = row.until is None or row.until <= now
+    sweep_due = now is not None and (row.until is None or row.until <= now)
     return QueueFloor(0 if sweep_due else floor, seen)
 
 
