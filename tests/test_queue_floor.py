@@ -16,7 +16,7 @@ from sqlalchemy import text
 from dsar_scheduler import ledger as ledger_module
 from dsar_scheduler import tick as tick_module
 from dsar_scheduler.clock import FakeClock
-from dsar_scheduler.ledger import Ledger
+from dsar_scheduler.ledger import Ledger, QueueFloor
 
 from .harness import Harness, harness
 
@@ -174,4 +174,28 @@ def test_a_row_that_cannot_be_written_holds_the_floor_below_it(
         clock.advance(timedelta(minutes=30))
         monkeypatch.setattr(Ledger, "admit", real)
         assert h.tick().admitted == 1
+        assert floor_of(h) == 3
+
+
+@pytest.mark.parametrize("value", ["12", "x y", "", "1 2 3"])
+def test_an_unreadable_floor_makes_admission_read_the_whole_queue(
+    database_url: str, tmp_path: Path, clock: FakeClock, value: str
+) -> None:
+    """Whatever the recorded floor became (edited by hand), admission goes on: it reads the
+    whole queue and records a floor it can read again."""
+    with floored(database_url, tmp_path, clock) as h:
+        for n in range(2):
+            h.enqueue(100 + n, "2025-01-01", "2025-01-31")
+        h.tick()
+        clock.advance(timedelta(minutes=30))
+        h.enqueue(102, "2025-01-01", "2025-01-31")
+        with h.app.sessions() as session, session.begin():
+            session.execute(
+                text("UPDATE dsar_service_state SET value = :v WHERE key = 'queue-floor'"),
+                {"v": value},
+            )
+        assert h.tick().admitted == 1
+        assert h.app.ledger.queue_floor(clock.now()) == QueueFloor(0, 3)
+        clock.advance(timedelta(minutes=30))
+        h.tick()
         assert floor_of(h) == 3

@@ -1396,7 +1396,10 @@ def _queue_floor(session: Session, now: datetime | None) -> QueueFloor:
     row = session.get(ServiceState, QUEUE_FLOOR_KEY)
     if row is None or not row.value:
         return QueueFloor(0, 0)
-    floor, seen = (int(part) for part in row.value.split())
+    try:
+        floor, seen = (int(part) for part in row.value.split())
+    except ValueError:  # not what set_queue_floor writes (edited by hand?): read it all again
+        return QueueFloor(0, 0)
     sweep_due = now is not None and (row.until is None or row.until <= now)
     return QueueFloor(0 if sweep_due else floor, seen)
 
