@@ -63,12 +63,9 @@ def _stored(session: Session, after: datetime | None, upto: datetime | None) -> 
     rows without ``stored_at`` count with the first range, which has no lower end)."""
 
     def within(column: InstrumentedAttribute[datetime | None]) -> list[ColumnElement[bool]]:
-        bounds: list[ColumnElement[bool]] = []
-        if upto is not None:
-            bounds.append(column <= upto)
-        if after is not None:
-            bounds.append(column > after)
-        return bounds if after is not None or upto is None else [or_(*bounds, column.is_(None))]
+        if after is None:  # the first range: from the beginning, rows without a time too
+            return [] if upto is None else [or_(column <= upto, column.is_(None))]
+        return [column > after] if upto is None else [column > after, column <= upto]
 
     requests = session.scalar(
         select(func.count())
