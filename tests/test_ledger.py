@@ -82,7 +82,7 @@ def test_admission_writes_a_ledger_row_and_event_per_queue_row(
     ledger: Ledger, clock: FakeClock
 ) -> None:
     seen: list[Transition] = []
-    ledger.on_transition = seen.append
+    ledger.on_transitions = seen.extend
     insert_queue(
         ledger,
         "(1, '2025-01-01', '2025-02-01', 'T-1'), "

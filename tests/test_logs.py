@@ -117,3 +117,48 @@ def test_warnings_still_reach_the_test_runner() -> None:
     configure("json", "info")
     with pytest.warns(UserWarning, match="still seen"):
         warnings.warn("still seen", UserWarning, stacklevel=1)
+
+
+def test_transitions_are_counted_each_and_logged_with_admissions_summarised(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A batch of admissions is one line (count and id range) while every change is still
+    counted; a rejection and a submission have their own line; the move to ``submitting``
+    shows only at debug level."""
+    from datetime import UTC, datetime
+
+    from dsar_scheduler.ledger import Transition
+    from dsar_scheduler.metrics import Metrics
+    from dsar_scheduler.tick import transition_listener
+    from tests.faultkit import metric
+
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    batch = [Transition(n, None, "queued", "admitted", None, now) for n in (7, 5, 9)]
+    batch.append(Transition(6, None, "rejected", "amplitude_id is missing", None, now))
+    metrics = Metrics()
+    listen = transition_listener(metrics)
+    configure("json", "info")
+    listen(batch)
+    listen([Transition(5, "queued", "submitting", "POST", None, now)])
+    listen([Transition(5, "submitting", "submitted", "accepted", 4242, now)])
+    lines = json_lines(capsys.readouterr().err)
+    assert [(x["event"], x.get("to_state")) for x in lines] == [
+        ("queue.admitted", None),
+        ("request.transition", "rejected"),
+        ("request.transition", "submitted"),
+    ]
+    assert lines[0]["count"] == 3
+    assert (lines[0]["first_request_id"], lines[0]["last_request_id"]) == (5, 9)
+    assert lines[1]["reason"] == "amplitude_id is missing" and lines[1]["request_id"] == 6
+    assert lines[2]["amplitude_request_id"] == 4242
+    for state, count in (("queued", 3), ("rejected", 1), ("submitting", 1), ("submitted", 1)):
+        assert metric(metrics.registry, "dsar_request_transitions_total", to_state=state) == count
+
+    configure("json", "debug")
+    listen([Transition(8, "queued", "submitting", "POST", None, now)])
+    (line,) = json_lines(capsys.readouterr().err)
+    assert (line["event"], line["to_state"], line["level"]) == (
+        "request.transition",
+        "submitting",
+        "debug",
+    )

@@ -77,7 +77,7 @@ def build_app(
     api_key, secret_key = settings.require_credentials()
     engine = make_engine(settings.database_url)
     sessions = sessionmaker(engine, expire_on_commit=False)
-    ledger = Ledger(sessions, settings.budget_limit, on_transition=transition_listener(metrics))
+    ledger = Ledger(sessions, settings.budget_limit, on_transitions=transition_listener(metrics))
     client = AmplitudeClient(
         settings.api_base_url,
         api_key,

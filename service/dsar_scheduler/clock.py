@@ -56,6 +56,19 @@ class ScaledClock:
         return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
 
 
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def utc(dt: datetime) -> datetime:
-    """Aware UTC from a naive-UTC or aware datetime (databases hand back naive ones)."""
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    """Aware UTC from a naive-UTC or aware datetime (databases hand back naive ones).
+
+    By arithmetic from the epoch, exact to the microsecond: ``replace(tzinfo=UTC)`` costs a
+    microsecond a call (its keywords are parsed each time), five times as much, and a tick
+    converts some 50,000 timestamps read from the ledger."""
+    return _EPOCH_UTC + (dt - _EPOCH) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def naive_utc(dt: datetime) -> datetime:
+    """Naive UTC (what the ledger's columns hold) from an aware or naive-UTC datetime."""
+    return dt if dt.tzinfo is None else _EPOCH + (dt - _EPOCH_UTC)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ARRAY,
@@ -83,8 +83,7 @@ class CallTicket:
     reserved_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class PollCandidate:
+class PollCandidate(NamedTuple):
     """A submitted request as the planner reads it (columns only, no ORM object)."""
 
     id: int
@@ -95,8 +94,7 @@ class PollCandidate:
     months: int
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     """A queue row's new ledger entry (``Ledger.admit``)."""
 
     id: int
@@ -116,8 +114,7 @@ class Submitted:
     next_poll: datetime
 
 
-@dataclass(frozen=True)
-class CompletionSample:
+class CompletionSample(NamedTuple):
     """A request done recently: how long Amplitude took."""
 
     #: Submission to the finish, the finish taken halfway between the last poll that saw the
@@ -127,8 +124,7 @@ class CompletionSample:
     seen_after: float = 0.0
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(NamedTuple):
     """A committed state change, handed to the listener (logs and metrics)."""
 
     request_id: int
@@ -172,17 +168,17 @@ class Ledger:
         self,
         sessions: sessionmaker[Session],
         budget_limit: int,
-        on_transition: Callable[[Transition], None] | None = None,
+        on_transitions: Callable[[Sequence[Transition]], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.budget_limit = budget_limit
-        self.on_transition = on_transition
+        #: Called with the transitions of each committed transaction (logs and metrics).
+        self.on_transitions = on_transitions
         self.stored_totals = StoredTotals()
 
-    def _notify(self, transitions: Iterable[Transition]) -> None:
-        if self.on_transition is not None:
-            for transition in transitions:
-                self.on_transition(transition)
+    def _notify(self, transitions: Sequence[Transition]) -> None:
+        if self.on_transitions is not None and transitions:
+            self.on_transitions(transitions)
 
     # -- budget ------------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 HOUR = 3600.0
 #: Documented: jobs complete within 3 days; the emulator's default is uniform from 1 h.
@@ -201,8 +202,7 @@ def _remaining_table(model: CompletionModel, gap_s: float) -> tuple[float, ...]:
     )
 
 
-@dataclass(frozen=True)
-class Outstanding:
+class Outstanding(NamedTuple):
     """A submitted request, as the planner sees it."""
 
     id: int

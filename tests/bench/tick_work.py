@@ -276,7 +276,7 @@ def run_tick(url: str, done_share: float = 0.005) -> TickRun:
     ledger = Ledger(
         sessionmaker(engine, expire_on_commit=False),
         settings.budget_limit,
-        on_transition=transition_listener(metrics),
+        on_transitions=transition_listener(metrics),
     )
     client = FakeClient(done_share)
     tick = Tick(
