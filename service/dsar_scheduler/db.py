@@ -63,6 +63,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else utc(value)
 
 
+def sparse_index(name: str, column: str) -> Index:
+    """An index of the rows where ``column`` has a value: the queries read only those, and
+    the many rows written without one (requests in flight) cost it nothing."""
+    where = text(f"{column} IS NOT NULL")
+    return Index(name, column, postgresql_where=where, sqlite_where=where)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -121,9 +128,11 @@ class Request(Base):
     __table_args__ = (
         Index("ix_dsar_requests_state_next", "state", "next_action_at"),
         # the planner's completion-time samples: requests done recently
-        Index("ix_dsar_requests_done_at", "done_at"),
+        sparse_index("ix_dsar_requests_done_at", "done_at"),
         # the metrics' running totals: requests stored since a watermark (totals.py)
-        Index("ix_dsar_requests_stored_at", "stored_at"),
+        sparse_index("ix_dsar_requests_stored_at", "stored_at"),
+        # admission's check for an earlier request with the same external_ref
+        sparse_index("ix_dsar_requests_external_ref", "external_ref"),
     )
 
 
@@ -152,7 +161,7 @@ class File(Base):
         # pending files among millions of stored ones
         Index("ix_dsar_files_state_next", "state", "next_attempt_at"),
         # the metrics' running totals: files stored since a watermark (totals.py)
-        Index("ix_dsar_files_stored_at", "stored_at"),
+        sparse_index("ix_dsar_files_stored_at", "stored_at"),
     )
 
 
@@ -313,8 +322,12 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[Mapping[str,
     names += list(defaults)
     rows = [{**row, **defaults} for row in rows] if defaults else rows
     dialect = conn.dialect
-    types = [table.c[name].type.dialect_impl(dialect) for name in names]
-    processors = [type_.bind_processor(dialect) for type_ in types]
+    # Only a few columns convert their values (UTCDateTime): the others are copied as they are.
+    processors = [
+        (i, process)
+        for i, name in enumerate(names)
+        if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+    ]
     quote = dialect.identifier_preparer
     columns = ", ".join(quote.quote(name) for name in names)
     driver = conn.connection.driver_connection
@@ -324,13 +337,11 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[Mapping[str,
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                values = (row[name] for name in names)
-                copy.write_row(
-                    [
-                        value if process is None or value is None else process(value)
-                        for process, value in zip(processors, values, strict=True)
-                    ]
-                )
+                values = [row[name] for name in names]
+                for i, process in processors:
+                    if values[i] is not None:
+                        values[i] = process(values[i])
+                copy.write_row(values)
     except dbapi_error as exc:  # as SQLAlchemy would raise it: IntegrityError, DataError, …
         raise DBAPIError.instance(statement, None, exc, dbapi_error) from exc
 

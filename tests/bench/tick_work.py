@@ -125,7 +125,8 @@ def populate(
 ) -> None:
     """Outstanding requests at every age of a 3-day job, with their polls spread over the
     8-hour gap; ``waiting`` queue rows (admitted or not); ``history`` stored requests; and
-    ``calls`` rows in the call ledger, ``window_cost`` of them in the last hour."""
+    ``calls`` rows in the call ledger, ``window_cost`` of them in the last hour. Every queue
+    row carries an ``external_ref``, as an upstream ticketing system sets one."""
     upgrade(url)
     engine = make_engine(url)
     rng = random.Random(7)
@@ -135,7 +136,12 @@ def populate(
         conn.execute(
             insert(QueueRow),
             [
-                {"amplitude_id": 1_000_000 + n, "start_date": start, "end_date": end}
+                {
+                    "amplitude_id": 1_000_000 + n,
+                    "start_date": start,
+                    "end_date": end,
+                    "external_ref": f"T-{n}",  # upstream's ticket: admission checks it
+                }
                 for n in range(total)
             ],
         )
@@ -144,6 +150,7 @@ def populate(
             queued_at = NOW - timedelta(hours=rng.uniform(0, 200))
             row: dict[str, Any] = {
                 "queue_id": n + 1,
+                "external_ref": f"T-{n}",
                 "amplitude_id": 1_000_000 + n,
                 "start_date": start,
                 "end_date": end,
@@ -333,17 +340,19 @@ def populate_history(url: str, requests: int, files_per_request: int, with_files
     with engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO dsar_queue (amplitude_id, start_date, end_date) "
-                "SELECT 1000000 + g, '2025-01-01', '2025-12-31' FROM generate_series(1, :n) g"
+                "INSERT INTO dsar_queue (amplitude_id, start_date, end_date, external_ref) "
+                "SELECT 1000000 + g, '2025-01-01', '2025-12-31', 'T-' || g"
+                " FROM generate_series(1, :n) g"
             ),
             {"n": requests},
         )
         conn.execute(
             text(
-                "INSERT INTO dsar_requests (queue_id, amplitude_id, start_date, end_date, state,"
-                " remote_request_id, submissions, failures, expiries, errors, polls, queued_at,"
-                " updated_at, done_at, stored_at) "
-                "SELECT g, 1000000 + g, '2025-01-01', '2025-12-31', 'stored', 5000000 + g,"
+                "INSERT INTO dsar_requests (queue_id, external_ref, amplitude_id, start_date,"
+                " end_date, state, remote_request_id, submissions, failures, expiries, errors,"
+                " polls, queued_at, updated_at, done_at, stored_at) "
+                "SELECT g, 'T-' || g, 1000000 + g, '2025-01-01', '2025-12-31', 'stored',"
+                " 5000000 + g,"
                 " 1, 0, 0, 0, 0, t, t, t, t "
                 "FROM generate_series(1, :n) g, LATERAL (SELECT :now - g * interval '10 s') x(t)"
             ),
