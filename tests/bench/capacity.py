@@ -226,6 +226,10 @@ def bench_history(requests: int = 1_000_000, with_files: int = 100_000) -> None:
         f"{r['new_rows_full_sweep'] * 1000:.0f} ms)",
     )
     note(
+        "admission: a batch of 500 rows with an external_ref (the duplicate check included)",
+        f"{r['admit_batch'] * 1000:.0f} ms",
+    )
+    note(
         "metrics scrape (ledger snapshot)",
         f"{r['snapshot_later'] * 1000:.1f} ms (a process's first: "
         f"{r['snapshot_first'] * 1000:.0f} ms, it counts the stored history once)",

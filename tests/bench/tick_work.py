@@ -29,6 +29,7 @@ from dsar_scheduler.migrate import upgrade
 from dsar_scheduler.simulate.storage import SinkStorage
 from dsar_scheduler.states import State
 from dsar_scheduler.tick import Tick, transition_listener
+from dsar_scheduler.validation import validate
 
 PG_ADMIN_URL = os.environ.get(
     "DSAR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dsar_test"
@@ -403,5 +404,24 @@ def history_reads(url: str, repeat: int = 7) -> dict[str, float]:
         "snapshot_first": first,
         "snapshot_later": median(lambda: ledger.snapshot(NOW, timedelta(days=3))),
     }
+    admits = []
+    start, end = date(2025, 1, 1), date(2025, 1, 31)
+    for k in range(repeat):  # each a new page of 500 rows with tickets, one a repeat
+        refs = [f"N-{k}-{n}" for n in range(499)] + ["T-1"]
+        with engine.begin() as conn:
+            conn.execute(
+                insert(QueueRow),
+                [
+                    {"amplitude_id": 7, "start_date": start, "end_date": end, "external_ref": ref}
+                    for ref in refs
+                ],
+            )
+        began = time.perf_counter()
+        rows = ledger.pending_queue_rows(500, top)
+        created = ledger.admit([(row, validate(row, NOW.date(), 731)) for row in rows], NOW)
+        admits.append(time.perf_counter() - began)
+        assert len(created) == 500 and created[-1].state == "rejected"  # the repeated ticket
+        top = rows[-1].queue_id
+    out["admit_batch"] = sorted(admits)[len(admits) // 2]
     engine.dispose()
     return out
