@@ -47,6 +47,7 @@ from .db import (
     UTCDateTime,
     bulk_insert,
     bulk_update,
+    one_of,
     write_transaction,
 )
 from .states import FINAL, OUTSTANDING, SUBMITTABLE, State, check_transition
@@ -449,7 +450,8 @@ class Ledger:
                 dict(
                     session.execute(
                         select(Request.external_ref, Request.queue_id).where(
-                            Request.external_ref.in_(refs), Request.state != State.REJECTED
+                            one_of(session, Request.external_ref, refs),
+                            Request.state != State.REJECTED,
                         )
                     ).all()
                 )
@@ -969,7 +971,7 @@ class Ledger:
                     session.scalars(
                         select(Request.id)
                         .where(
-                            Request.id.in_([x.request_id for x in submitted]),
+                            one_of(session, Request.id, [x.request_id for x in submitted]),
                             Request.state == State.SUBMITTING,
                         )
                         .with_for_update()
@@ -1072,7 +1074,7 @@ class Ledger:
         with write_transaction(self.sessions) as session:
             rows = session.execute(
                 select(Request.id, Request.state, Request.submissions, Request.remote_request_id)
-                .where(Request.id.in_(ids), Request.state.in_(SUBMITTABLE))
+                .where(one_of(session, Request.id, ids), Request.state.in_(SUBMITTABLE))
                 .with_for_update()
             ).all()
             if not rows:
@@ -1118,7 +1120,9 @@ class Ledger:
             found = {
                 r.id: r
                 for r in session.scalars(
-                    select(Request).where(Request.id.in_(ids), Request.state == State.SUBMITTED)
+                    select(Request).where(
+                        one_of(session, Request.id, ids), Request.state == State.SUBMITTED
+                    )
                 )
             }
         return [found[i] for i in ids if i in found]
