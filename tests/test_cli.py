@@ -69,3 +69,33 @@ def test_tick_without_credentials_is_a_clear_error(
 ) -> None:
     assert main(["tick"]) == 2
     assert "AMPLITUDE_API_KEY" in capsys.readouterr().err
+
+
+def test_tick_runs_with_the_startup_heap_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dsar tick`` (and ``dsar run``) freeze what startup built before working, so the
+    garbage collector's full passes during a tick leave it alone."""
+    import gc
+    from types import SimpleNamespace
+
+    from dsar_scheduler.tick import TickReport
+
+    frozen_at_tick: list[int] = []
+
+    class BuiltApp:
+        storage = SimpleNamespace(cleanup_partials=lambda: 0)
+
+        def tick(self) -> TickReport:
+            frozen_at_tick.append(gc.get_freeze_count())
+            return TickReport()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("dsar_scheduler.app.build_app", lambda settings: BuiltApp())
+    assert gc.get_freeze_count() == 0
+    try:
+        assert main(["tick"]) == 0
+    finally:
+        gc.unfreeze()
+    (count,) = frozen_at_tick
+    assert count > 10_000  # the interpreter, the test runner and the service's modules

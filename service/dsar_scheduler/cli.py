@@ -63,11 +63,12 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from .app import build_app
+    from .app import build_app, freeze_startup_heap
     from .daemon import Daemon
 
     signals: ShutdownSignals = args.__dict__.get("shutdown") or ShutdownSignals().install()
     app = build_app(settings)
+    freeze_startup_heap()
     try:
         Daemon(app, stop_event=signals.event).run_forever(signals)
     finally:
@@ -76,9 +77,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_tick(settings: Settings, _args: argparse.Namespace) -> int:
-    from .app import build_app
+    from .app import build_app, freeze_startup_heap
 
     app = build_app(settings)
+    freeze_startup_heap()
     try:
         try:
             app.storage.cleanup_partials()
