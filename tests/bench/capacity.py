@@ -146,8 +146,8 @@ def bench_light(scale: float) -> None:
 @contextmanager
 def service_logging() -> Iterator[None]:
     """The service's own log settings while a tick runs (JSON, info: a line per state
-    change, 6,500 lines for the first tick here), the lines written to /dev/null: what a
-    tick costs in production includes writing its log."""
+    change, a line per batch of admissions; 800 lines for the first new-rows tick here), the
+    lines written to /dev/null: what a tick costs in production includes writing its log."""
     with open(os.devnull, "w") as null, redirect_stderr(null):
         configure("json", "info")
         try:
