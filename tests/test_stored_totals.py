@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from dsar_scheduler import totals
-from dsar_scheduler.db import File, QueueRow, Request, make_engine
+from dsar_scheduler.db import File, QueueRow, Request, ServiceState, make_engine
 from dsar_scheduler.ledger import Ledger
 from dsar_scheduler.states import State
 
@@ -126,3 +126,60 @@ def test_the_other_states_are_counted_on_every_read(ledger: Ledger) -> None:
     snap = ledger.snapshot(T0 + timedelta(seconds=15), timedelta(days=3))
     assert snap.by_state == {"queued": 2, "rejected": 1, "dead": 1}
     assert "stored" not in snap.by_state
+
+
+def test_a_new_process_starts_from_the_recorded_totals(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a tick records lets a process started later (a replica, a CronJob's ``dsar
+    tick`` pushing its metrics) read past the watermark only, and still count exactly."""
+    add_request(ledger, State.STORED, T0 - timedelta(days=30), [("stored", 100), ("stored", 50)])
+    add_request(ledger, State.STORED, None, [("stored", 7)])
+    seen = ranges_read(monkeypatch)
+    ledger.save_stored_totals(T0)  # the first record counts the history once
+    mark = T0 - totals.LAG
+    assert seen == [(None, mark)]
+
+    later = Ledger(ledger.sessions, budget_limit=100)
+    add_request(ledger, State.STORED, T0 + timedelta(minutes=5), [("stored", 3)])
+    now = T0 + timedelta(minutes=10)
+    assert shown(later, now) == counted_by_brute_force(ledger) == (3, 4, 160)
+    assert seen[1:] == [(mark, None)]  # no count of the history
+
+    # hours on, a tick moves the record up; the next process starts from there
+    now += timedelta(hours=4)
+    ledger.save_stored_totals(now)
+    assert seen[2:] == [(mark, now - totals.LAG)]
+    del seen[:]
+    third = Ledger(ledger.sessions, budget_limit=100)
+    assert shown(third, now) == counted_by_brute_force(ledger) == (3, 4, 160)
+    assert seen == [(now - totals.LAG, None)]
+
+    # a process whose watermark is behind the record (``later`` started from the older one;
+    # its clock lags) does not move the record back
+    later.save_stored_totals(now - timedelta(hours=3))
+    with ledger.sessions() as session:
+        row = session.get(ServiceState, totals.RECORD_KEY)
+        assert row is not None and row.until == now - totals.LAG and row.value == "3 4 160"
+
+
+@pytest.mark.parametrize("value", ["", "1 2", "1 2 x", "-1 0 0", "3 4 160 9"])
+def test_an_unreadable_record_is_counted_again_and_rewritten(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A record that is not what the service writes (edited by hand?) is ignored: the
+    history is counted again, exactly, and the next tick writes a good record."""
+    add_request(ledger, State.STORED, T0 - timedelta(days=30), [("stored", 100)])
+    with ledger.sessions() as session, session.begin():
+        session.add(
+            ServiceState(key=totals.RECORD_KEY, value=value, until=T0 - totals.LAG, updated_at=T0)
+        )
+    seen = ranges_read(monkeypatch)
+    fresh = Ledger(ledger.sessions, budget_limit=100)
+    assert shown(fresh, T0) == counted_by_brute_force(ledger) == (1, 1, 100)
+    assert seen[0] == (None, T0 - totals.LAG)
+    fresh.save_stored_totals(T0 + timedelta(hours=2))
+    with ledger.sessions() as session:
+        row = session.get(ServiceState, totals.RECORD_KEY)
+        assert row is not None and row.value == "1 1 100"
+        assert row.until == T0 + timedelta(hours=2) - totals.LAG

@@ -1296,6 +1296,12 @@ class Ledger:
                 )
             )
 
+    def save_stored_totals(self, now: datetime) -> None:
+        """Record the stored totals up to their watermark, for processes that start later
+        (``totals.py``); each tick does, at its end."""
+        with write_transaction(self.sessions) as session:
+            self.stored_totals.save(session, now)
+
     def snapshot(self, now: datetime, sla: timedelta) -> Snapshot:
         with self.sessions() as session:
             # every state but stored by the state index (their rows are few); stored ones

@@ -216,6 +216,7 @@ class Tick:
             self.report.stopped_by = str(stop)
             log.info("tick.stopped_early", reason=str(stop))
         self.prune_calls()
+        self.ledger.save_stored_totals(self.clock.now())
         if self.settings.policy == "planner":
             self.report.wake_at = self._wake_at()
 
