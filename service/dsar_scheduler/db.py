@@ -302,8 +302,9 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
+def on_postgres(session: Session) -> bool:
+    """Whether ``session`` talks to PostgreSQL (COPY, arrays, advisory locks) or SQLite."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def _table(model: type[Base]) -> Table:
@@ -320,7 +321,7 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[Mapping[str,
         return
     table = _table(model)
     conn = session.connection()
-    if conn.dialect.name != "postgresql":
+    if not on_postgres(session):
         conn.execute(insert(table), list(rows))
         return
     names = list(rows[0])
@@ -364,7 +365,7 @@ def one_of(
     many values, where an IN list is bound and planned value by value (admission's check of
     500 tickets: 11.5 ms as a list, 4.9 ms as an array)."""
     values = list(values)
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         return column == any_(literal(values, ARRAY(column.type)))
     return column.in_(values)
 
@@ -396,7 +397,6 @@ def write_transaction(factory: sessionmaker[Session], lock: str | None = None) -
     already holds.
     """
     with factory() as session, session.begin():
-        bind = session.get_bind()
-        if lock is not None and bind.dialect.name == "postgresql":
+        if lock is not None and on_postgres(session):
             session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": lock})
         yield session

@@ -47,6 +47,7 @@ from .db import (
     UTCDateTime,
     bulk_insert,
     bulk_update,
+    on_postgres,
     one_of,
     write_transaction,
 )
@@ -1415,7 +1416,7 @@ def _insert_calls(
 ) -> list[int]:
     """Insert one reserved call per entry of ``request_ids``; their ids, in that order."""
     values = {"kind": kind, "cost": cost, "reserved_at": now, "counted_at": now}
-    if session.get_bind().dialect.name != "postgresql":
+    if not on_postgres(session):
         return list(
             session.scalars(
                 insert(ApiCall).returning(ApiCall.id, sort_by_parameter_order=True),

@@ -402,13 +402,16 @@ def history_reads(url: str, repeat: int = 7) -> dict[str, float]:
     # every queue row admitted: the floor a tick leaves (the scrape counts unadmitted from it)
     ledger.set_queue_floor(QueueFloor(top, top), NOW, NOW + timedelta(days=1))
 
+    def middle(times: list[float]) -> float:
+        return sorted(times)[len(times) // 2]
+
     def median(work: Callable[[], object]) -> float:
         times = []
         for _ in range(repeat):
             began = time.perf_counter()
             work()
             times.append(time.perf_counter() - began)
-        return sorted(times)[len(times) // 2]
+        return middle(times)
 
     def first_snapshot() -> float:
         fresh = Ledger(sessionmaker(engine, expire_on_commit=False), 10**9)  # a new process
@@ -445,6 +448,6 @@ def history_reads(url: str, repeat: int = 7) -> dict[str, float]:
         admits.append(time.perf_counter() - began)
         assert len(created) == 500 and created[-1].state == "rejected"  # the repeated ticket
         top = rows[-1].queue_id
-    out["admit_batch"] = sorted(admits)[len(admits) // 2]
+    out["admit_batch"] = middle(admits)
     engine.dispose()
     return out
