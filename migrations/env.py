@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from dsar_scheduler.db import Base, make_engine
+from dsar_scheduler.adapters.db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata

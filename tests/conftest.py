@@ -12,9 +12,9 @@ import pytest
 import structlog
 from sqlalchemy import create_engine, text
 
-from dsar_scheduler.clock import FakeClock
+from dsar_scheduler.adapters.clock import FakeClock
 from dsar_scheduler.logs import reset as reset_logging
-from dsar_scheduler.migrate import upgrade
+from dsar_scheduler.runtime.migrate import upgrade
 
 PG_ADMIN_URL = os.environ.get(
     "DSAR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dsar_test"

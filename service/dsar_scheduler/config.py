@@ -17,7 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .storage import parse_s3_url
+from dsar_scheduler.adapters.storage import parse_s3_url
 
 DEFAULT_CONFIG_FILES = ("config/dsar.toml", "config/dsar.yaml", "config/dsar.yml")
 US_API = "https://amplitude.com/api/2/dsar/requests"

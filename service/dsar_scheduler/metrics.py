@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway
 from prometheus_client.registry import Collector
 
-from .ledger import Ledger, Snapshot
-from .states import State
+from dsar_scheduler.core.states import State
+from dsar_scheduler.ledger import Ledger, Snapshot
 
 _LATENCY_BUCKETS = tuple(
     h * 3600.0 for h in (0.25, 0.5, 1, 2, 4, 8, 12, 24, 36, 48, 72, 96, 120, 168)

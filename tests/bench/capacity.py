@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from dsar_scheduler.logs import configure
-from dsar_scheduler.simulate.report import table
-from dsar_scheduler.simulate.run import Workload, simulate
+from dsar_scheduler.tools.simulate.report import table
+from dsar_scheduler.tools.simulate.run import Workload, simulate
 
 
 @dataclass
@@ -96,7 +96,7 @@ def bench_sim(scale: float, hours: float, chart: Path | None) -> None:
         results[policy] = result
         say(table(result))
     if chart is not None:
-        from dsar_scheduler.simulate.report import chart as draw
+        from dsar_scheduler.tools.simulate.report import chart as draw
 
         draw(list(results.values()), chart)
         say(f"chart: {chart}")

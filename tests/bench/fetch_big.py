@@ -64,8 +64,8 @@ def build_file(size_mib: int) -> bytes:
 
 def serve(size_mib: int) -> None:
     """The emulator on loopback with one request whose single output is the big file."""
-    from dsar_scheduler.clock import SystemClock
-    from dsar_scheduler.emulator import Emulator, EmulatorConfig
+    from dsar_scheduler.adapters.clock import SystemClock
+    from dsar_scheduler.tools.emulator import Emulator, EmulatorConfig
 
     config = EmulatorConfig(
         seed=1,
@@ -134,13 +134,13 @@ def fetch(spec: dict[str, Any], mode: str) -> None:
     (``raw``); prints seconds (to the file stored and fsync-ed, not counting the removal of
     the temporary folder afterwards), bytes, sha256, the peak RSS and the RSS before the
     download (the interpreter and the service's imports)."""
-    import dsar_scheduler.app
-    import dsar_scheduler.daemon
-    from dsar_scheduler.amplitude import AmplitudeClient
-    from dsar_scheduler.storage.local import LocalStorage
-    from dsar_scheduler.verify import GzipJsonLinesVerifier
+    import dsar_scheduler.runtime.app
+    import dsar_scheduler.runtime.daemon
+    from dsar_scheduler.adapters.amplitude import AmplitudeClient
+    from dsar_scheduler.adapters.storage.local import LocalStorage
+    from dsar_scheduler.adapters.verify import GzipJsonLinesVerifier
 
-    assert dsar_scheduler.app.build_app is not None
+    assert dsar_scheduler.runtime.app.build_app is not None
 
     client = AmplitudeClient(
         spec["api_base_url"], spec["key"], spec["secret"], allow_http=True, download_timeout=600

@@ -20,19 +20,18 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, delete, insert, make_url, text
 from sqlalchemy.orm import sessionmaker
 
-from dsar_scheduler import totals
-from dsar_scheduler.amplitude import RemoteStatus
-from dsar_scheduler.app import freeze_startup_heap
-from dsar_scheduler.clock import FakeClock
+from dsar_scheduler.adapters.amplitude import RemoteStatus
+from dsar_scheduler.adapters.clock import FakeClock
+from dsar_scheduler.adapters.db import ApiCall, File, QueueRow, Request, ServiceState, make_engine
 from dsar_scheduler.config import load_settings
-from dsar_scheduler.db import ApiCall, File, QueueRow, Request, ServiceState, make_engine
-from dsar_scheduler.ledger import Ledger
+from dsar_scheduler.core.states import State
+from dsar_scheduler.core.validation import validate
+from dsar_scheduler.ledger import Ledger, totals
 from dsar_scheduler.metrics import Metrics
-from dsar_scheduler.migrate import upgrade
-from dsar_scheduler.simulate.storage import SinkStorage
-from dsar_scheduler.states import State
+from dsar_scheduler.runtime.app import freeze_startup_heap
+from dsar_scheduler.runtime.migrate import upgrade
 from dsar_scheduler.tick import Tick, transition_listener
-from dsar_scheduler.validation import validate
+from dsar_scheduler.tools.simulate.storage import SinkStorage
 
 PG_ADMIN_URL = os.environ.get(
     "DSAR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dsar_test"

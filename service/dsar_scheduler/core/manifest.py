@@ -1,0 +1,52 @@
+"""``manifest.json``: what was stored for one request, written last, as the proof of delivery."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from dsar_scheduler import __version__
+from dsar_scheduler.adapters.db import File, Request
+
+MANIFEST_NAME = "manifest.json"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def build_manifest(request: Request, files: Sequence[File], stored_at: datetime) -> bytes:
+    body: dict[str, Any] = {
+        "manifest_version": 1,
+        "generator": f"dsar-scheduler {__version__}",
+        "request_id": request.id,
+        "queue_id": request.queue_id,
+        "external_ref": request.external_ref,
+        "subject": {"amplitude_id": request.amplitude_id},
+        "date_range": {
+            "start": request.start_date.isoformat() if request.start_date else None,
+            "end": request.end_date.isoformat() if request.end_date else None,
+        },
+        "amplitude_request_id": request.remote_request_id,
+        "requested_at": _iso(request.queued_at),
+        "submitted_at": _iso(request.submitted_at),
+        "done_at": _iso(request.done_at),
+        "expires_at": _iso(request.expires_at),
+        "stored_at": _iso(stored_at),
+        "files": [
+            {
+                "name": f.name,
+                "output_index": f.output_index,
+                "bytes": f.bytes,
+                "sha256": f.sha256,
+                "event_count": f.event_count,
+                "format": "gzip, JSON lines, one event per line",
+            }
+            for f in files
+        ],
+        "total_events": sum(f.event_count or 0 for f in files),
+        "total_bytes": sum(f.bytes or 0 for f in files),
+    }
+    return (json.dumps(body, indent=2, sort_keys=False) + "\n").encode()

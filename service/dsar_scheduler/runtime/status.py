@@ -1,0 +1,189 @@
+"""``dsar status``: the ledger as an operator reads it. Shows request ids and Amplitude's
+request ids, never credentials; the subject's Amplitude ID only in one request's detail."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from dsar_scheduler.adapters.clock import SystemClock
+from dsar_scheduler.adapters.db import File, Request
+from dsar_scheduler.config import Settings
+from dsar_scheduler.core.states import State
+from dsar_scheduler.ledger import Ledger
+
+
+def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
+    ledger = Ledger(sessionmaker(engine, expire_on_commit=False), settings.budget_limit)
+    now = SystemClock().now()
+    snap = ledger.snapshot(now, timedelta(seconds=settings.completion_sla_seconds))
+    data: dict[str, Any] = {
+        "queue_unadmitted": snap.queue_pending,
+        "requests": {s.value: snap.by_state.get(s.value, 0) for s in State},
+        "files": {
+            "pending": snap.pending_files,
+            "stored": snap.stored_files,
+            "stored_bytes": snap.stored_bytes,
+        },
+        "budget": {"spent_last_hour": snap.cost_in_window, "limit": settings.budget_limit},
+        "rate_limited_until": snap.rate_limited_until,
+        "earliest_unfetched_expiry": snap.earliest_unfetched_expiry,
+        "past_sla": snap.past_sla,
+        "last_successful_tick": snap.last_ok_tick,
+    }
+    problems = ledger.in_state(State.DEAD, State.REJECTED)
+    data["needs_attention"] = [
+        {
+            "request_id": r.id,
+            "queue_id": r.queue_id,
+            "external_ref": r.external_ref,
+            "state": r.state,
+            "reason": r.reason,
+        }
+        for r in problems[-20:]
+    ]
+    if as_json:
+        return json.dumps(data, default=str, indent=2)
+    lines = [f"queue rows not yet admitted: {snap.queue_pending}", "requests:"]
+    lines += [f"  {state:<11} {count}" for state, count in data["requests"].items() if count]
+    lines.append(
+        f"files: {snap.stored_files} stored ({snap.stored_bytes} bytes), "
+        f"{snap.pending_files} pending"
+    )
+    lines.append(f"budget: {snap.cost_in_window} of {settings.budget_limit} spent in the last hour")
+    if snap.rate_limited_until:
+        lines.append(f"rate limited until {snap.rate_limited_until.isoformat()}")
+    if snap.earliest_unfetched_expiry:
+        lines.append(f"earliest unfetched result expires {snap.earliest_unfetched_expiry}")
+    lines.append(f"last successful tick: {snap.last_ok_tick or 'never'}")
+    if problems:
+        lines.append("needs attention (latest 20):")
+        lines += [
+            f"  #{p['request_id']} queue row {p['queue_id']} {p['state']}: {p['reason']}"
+            for p in data["needs_attention"]
+        ]
+    return "\n".join(lines)
+
+
+def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | None:
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    ledger = Ledger(sessions, 0)
+    request = ledger.get(request_id)
+    if request is None:
+        return None
+    with sessions() as session:
+        files = (
+            session.query(File)
+            .filter(File.request_id == request_id)
+            .order_by(File.remote_request_id, File.output_index)
+            .all()
+        )
+    history: list[dict[str, Any]] = [
+        {
+            "at": e.at,
+            "from": e.from_state,
+            "to": e.to_state,
+            "reason": e.reason,
+            "amplitude_request_id": e.remote_request_id,
+        }
+        for e in ledger.events(request_id)
+    ]
+    calls, cost = ledger.request_cost(request_id)
+    data: dict[str, Any] = {
+        "request_id": request.id,
+        "queue_id": request.queue_id,
+        "external_ref": request.external_ref,
+        "amplitude_id": request.amplitude_id,
+        "range": [request.start_date, request.end_date],
+        "state": request.state,
+        "reason": request.reason,
+        "amplitude_request_id": request.remote_request_id,
+        "submissions": request.submissions,
+        "failures": request.failures,
+        "expiries": request.expiries,
+        "storage_prefix": request.storage_prefix,
+        "expires_at": request.expires_at,
+        "stored_at": request.stored_at,
+        "errors_in_a_row": request.errors,
+        "next_action_at": request.next_action_at,
+        "api_calls": calls,
+        "api_cost": cost,
+        "next": _next_step(request, files),
+        "history": history,
+        "files": [_file(f) for f in files],
+    }
+    if as_json:
+        return json.dumps(data, default=str, indent=2)
+    lines = [
+        f"request {request.id} (queue row {request.queue_id}, "
+        f"external_ref {request.external_ref or '-'}): {request.state}"
+    ]
+    if request.amplitude_id is not None:
+        lines.append(
+            f"  subject: amplitude_id {request.amplitude_id}, "
+            f"{request.start_date} .. {request.end_date}"
+        )
+    if request.reason:
+        lines.append(f"  reason: {request.reason}")
+    lines.append(f"  next: {data['next']}")
+    lines.append(
+        f"  {request.submissions} submission(s), {request.failures} failure(s), "
+        f"{request.expiries} expiry(ies), {request.errors} error(s) in a row; "
+        f"{calls} API call(s) costing {cost}"
+    )
+    lines.append("history:")
+    lines += [
+        f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from'] or '-':>10} -> {h['to']:<10} {h['reason']}"
+        for h in history
+    ]
+    if files:
+        lines.append("files:")
+        lines += [
+            f"  {f.name}: {f.state} {f.bytes or ''} {f.sha256 or ''} {f.last_error or ''}".rstrip()
+            for f in files
+        ]
+    return "\n".join(lines)
+
+
+def _next_step(request: Request, files: list[File]) -> str:
+    """What happens to the request next, in a sentence, from its state and bookkeeping."""
+    state = State(request.state)
+    due = request.next_action_at
+    later = f" (not before {due:%Y-%m-%d %H:%M:%S} UTC)" if due is not None else ""
+    current = [f for f in files if f.remote_request_id == request.remote_request_id]
+    pending = [f for f in current if f.state != "stored"]
+    if state in (State.QUEUED, State.FAILED, State.EXPIRED):
+        return f"waits to be submitted{later}, when the budget allows"
+    if state is State.SUBMITTING:
+        return "a submission was under way; if the process stopped, the next tick resubmits"
+    if state is State.SUBMITTED:
+        return f"polled for completion at Amplitude{later}"
+    if state in (State.DONE, State.FETCHING):
+        return (
+            f"{len(pending)} of {len(current)} file(s) still to download before the results "
+            f"expire at {request.expires_at}"
+        )
+    if state is State.STORED:
+        return f"nothing: every file is stored under {request.storage_prefix}/"
+    if state is State.REJECTED:
+        return "nothing: correct the queue row upstream and insert a new one"
+    if state is State.DEAD:
+        return "nothing until an operator runs `dsar retry ID`"
+    return "nothing: cancelled (`dsar retry ID` queues it again)"
+
+
+def _file(f: File) -> dict[str, Any]:
+    return {
+        "name": f.name,
+        "amplitude_request_id": f.remote_request_id,
+        "state": f.state,
+        "bytes": f.bytes,
+        "sha256": f.sha256,
+        "events": f.event_count,
+        "attempts": f.attempts,
+        "last_error": f.last_error,
+    }
