@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test promtool lint typecheck check install clean
+.PHONY: demo test promtool test-database lint typecheck check install clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -27,7 +27,12 @@ demo: install
 promtool:
 	@bash .ci/install-promtool || echo "make: could not fetch promtool; tests/test_alerts.py will fail (see README)" >&2
 
-test: install promtool
+# PostgreSQL on 127.0.0.1:5432 started where it is installed but down, and the test database
+# created (.ci/test-database says what it did, or why it could not).
+test-database:
+	@bash .ci/test-database
+
+test: install promtool test-database
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install
