@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dsar_scheduler.core.costs import SUBMIT_COST
 from dsar_scheduler.core.planner import (
     HOUR,
-    POST_COST,
     CompletionModel,
     Facts,
     Outstanding,
@@ -241,7 +241,7 @@ def test_never_plans_beyond_the_headroom(
     result = plan(f, CONFIG)
     assert result.spendable <= headroom
     optional = _optional_cost(result, f)
-    assert POST_COST * result.submits + optional <= max(0.0, result.spendable - result.mandatory)
+    assert SUBMIT_COST * result.submits + optional <= max(0.0, result.spendable - result.mandatory)
     assert result.submits <= queued
     # every request whose required poll is due is planned, first
     due = {o.id for o in requests if o.next_required_at is None or o.next_required_at <= NOW}

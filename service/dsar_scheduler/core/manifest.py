@@ -4,20 +4,66 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Protocol
 
 from dsar_scheduler import __version__
-from dsar_scheduler.adapters.db import File, Request
 
 MANIFEST_NAME = "manifest.json"
+
+
+class StoredRequest(Protocol):
+    """The request attributes a manifest records (the ledger's rows have them, ORM or frozen);
+    read-only, so a frozen row satisfies it as well as a mapped one."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def queue_id(self) -> int: ...
+    @property
+    def external_ref(self) -> str | None: ...
+    @property
+    def amplitude_id(self) -> int | None: ...
+    @property
+    def start_date(self) -> date | None: ...
+    @property
+    def end_date(self) -> date | None: ...
+    @property
+    def remote_request_id(self) -> int | None: ...
+    @property
+    def queued_at(self) -> datetime: ...
+    @property
+    def submitted_at(self) -> datetime | None: ...
+    @property
+    def done_at(self) -> datetime | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
+class StoredFile(Protocol):
+    """The file attributes a manifest records."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def output_index(self) -> int: ...
+    @property
+    def bytes(self) -> int | None: ...
+    @property
+    def sha256(self) -> str | None: ...
+    @property
+    def event_count(self) -> int | None: ...
 
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def build_manifest(request: Request, files: Sequence[File], stored_at: datetime) -> bytes:
+def build_manifest(
+    request: StoredRequest, files: Sequence[StoredFile], stored_at: datetime
+) -> bytes:
+    """The manifest's bytes: the request, its date range, every stored file with its checksum
+    and event count, and the totals an auditor checks the files against."""
     body: dict[str, Any] = {
         "manifest_version": 1,
         "generator": f"dsar-scheduler {__version__}",

@@ -28,178 +28,41 @@ Why it works this way (the documented API: POST 8, GET 1, 14,400 an hour, jobs f
   (``DSAR_POLL_INTERVAL_SECONDS``) are polled in order of the probability that they finished
   since they were last seen running. When the budget is not binding that is every request,
   every tick (lower latency); when it is, there are none (more users per hour).
-* The completion-time distribution comes from the ledger: Kaplan-Meier over requests done in
-  the last weeks (their submit-to-done times, the finish placed between the last poll that saw
-  them running and the one that saw them done) with running requests as censored
-  observations, blended with a prior (uniform 1 h to 3 days, the documented range) that fades
-  as observations accumulate.
+* The completion-time distribution ``S(t)`` is :mod:`dsar_scheduler.core.completion`'s.
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-HOUR = 3600.0
-#: Documented: jobs complete within 3 days; the emulator's default is uniform from 1 h.
-PRIOR_MIN_S = HOUR
-PRIOR_MAX_S = 3 * 86_400.0
-#: The prior counts as this many observed completions.
-PRIOR_WEIGHT = 20.0
+from dsar_scheduler.core.completion import EPSILON, HOUR, PRIOR_WEIGHT, CompletionModel
+from dsar_scheduler.core.costs import FETCH_COST, STATUS_COST, SUBMIT_COST
+
+__all__ = [
+    "HOUR",
+    "PRIOR_FILES_PER_MONTH",
+    "PRIOR_MONTHS_WEIGHT",
+    "PRIOR_WEIGHT",
+    "CompletionModel",
+    "Facts",
+    "Outstanding",
+    "Plan",
+    "PlannerConfig",
+    "files_per_month",
+    "next_required_poll",
+    "plan",
+    "steady_state",
+    "submits_now",
+]
+
 #: Files per month of a request's date range before any is seen (the seed's example: two
 #: projects, one file per month each), weighted as this many months of observations.
 PRIOR_FILES_PER_MONTH = 2.0
 PRIOR_MONTHS_WEIGHT = 24.0
-GRID_STEP_S = 900.0
-GRID_HORIZON_S = 7 * 86_400.0
-POST_COST = 8
-GET_COST = 1
-
-
-@dataclass(frozen=True)
-class CompletionModel:
-    """The distribution of a job's time from submission to ``done``: its survival function
-    ``S(t) = P(still running at age t)`` on a grid, flat beyond the last point."""
-
-    survival: tuple[float, ...]
-    step_s: float = GRID_STEP_S
-    #: Completions the model learnt from (0: the prior alone).
-    observed: int = 0
-
-    @classmethod
-    def uniform(
-        cls,
-        low_s: float = PRIOR_MIN_S,
-        high_s: float = PRIOR_MAX_S,
-        step_s: float = GRID_STEP_S,
-        horizon_s: float = GRID_HORIZON_S,
-    ) -> CompletionModel:
-        """Completion uniform on ``[low_s, high_s]`` (the prior)."""
-        points = math.ceil(horizon_s / step_s) + 1
-        span = max(high_s - low_s, 1e-9)
-        values = []
-        for k in range(points):
-            t = k * step_s
-            values.append(1.0 if t <= low_s else max(0.0, (high_s - t) / span))
-        return cls(tuple(values), step_s, 0)
-
-    @classmethod
-    def fit(
-        cls,
-        done_s: Sequence[float],
-        running_s: Sequence[float],
-        prior: CompletionModel | None = None,
-        prior_weight: float = PRIOR_WEIGHT,
-    ) -> CompletionModel:
-        """Kaplan-Meier over completion times ``done_s`` with ``running_s`` the ages at which
-        still-running requests were last seen running (right-censored), blended with
-        ``prior`` as if it were ``prior_weight`` completions."""
-        prior = prior or cls.uniform()
-        if not done_s:
-            return prior
-        # One sort; events (0) before censorings (1) at the same time (the usual convention).
-        timeline = sorted(
-            [(max(0.0, t), 0) for t in done_s] + [(max(0.0, t), 1) for t in running_s]
-        )
-        at_risk = len(timeline)
-        km_times: list[float] = []
-        km_values: list[float] = []
-        value = 1.0
-        i = 0
-        while i < len(timeline):
-            t = timeline[i][0]
-            deaths = 0
-            leaving = 0
-            while i < len(timeline) and timeline[i][0] == t:
-                deaths += 1 - timeline[i][1]
-                leaving += 1
-                i += 1
-            if deaths and at_risk > 0:
-                value *= 1.0 - deaths / at_risk
-                km_times.append(t)
-                km_values.append(value)
-            at_risk -= leaving
-        # Beyond the oldest age seen (a finish or a request still running), Kaplan-Meier
-        # knows nothing: its last value goes on with the prior's shape, not flat.
-        last_seen = timeline[-1][0]
-        prior_at_last = prior.at(last_seen)
-        n = float(len(done_s))
-        blended = []
-        for k, prior_value in enumerate(prior.survival):
-            t = k * prior.step_s
-            j = bisect.bisect_right(km_times, t)
-            km = 1.0 if j == 0 else km_values[j - 1]
-            if t > last_seen:
-                km *= prior_value / prior_at_last if prior_at_last > 1e-9 else 0.0
-            blended.append((prior_weight * prior_value + n * km) / (prior_weight + n))
-        return cls(tuple(blended), prior.step_s, len(done_s))
-
-    @property
-    def horizon_s(self) -> float:
-        return (len(self.survival) - 1) * self.step_s
-
-    def at(self, age_s: float) -> float:
-        """``S(age_s)``, linear between grid points."""
-        if age_s <= 0:
-            return self.survival[0]
-        x = age_s / self.step_s
-        k = int(x)
-        if k >= len(self.survival) - 1:
-            return self.survival[-1]
-        frac = x - k
-        return self.survival[k] * (1.0 - frac) + self.survival[k + 1] * frac
-
-    def p_done(self, seen_running_s: float, age_s: float) -> float:
-        """Probability that a job seen running at age ``seen_running_s`` has finished by
-        ``age_s``. A job older than everything the model knows is taken to be finished."""
-        alive = self.at(seen_running_s)
-        if alive <= 1e-9:
-            return 1.0
-        return min(1.0, max(0.0, 1.0 - self.at(age_s) / alive))
-
-    def remaining_polls(self, seen_running_s: float, gap_s: float) -> float:
-        """Expected polls still to make for a job seen running at ``seen_running_s`` when it
-        is polled every ``gap_s`` from then: one for each next poll it is still running at,
-        the one that sees it finish included. (From a table per model and gap, linear
-        between grid points: a tick asks this for every outstanding request.)"""
-        return _interpolate(_remaining_table(self, gap_s), seen_running_s / self.step_s)
-
-    def _remaining_exact(self, seen_running_s: float, gap_s: float) -> float:
-        alive = self.at(seen_running_s)
-        if alive <= 1e-9:
-            return 1.0
-        total = 0.0
-        t = seen_running_s
-        while t <= self.horizon_s:
-            total += self.at(t) / alive
-            t += gap_s
-        return max(1.0, total)
-
-    def mean_s(self) -> float:
-        """Mean completion time over the grid's horizon."""
-        return sum(self.survival[:-1]) * self.step_s
-
-
-def _interpolate(table: tuple[float, ...], x: float) -> float:
-    if x <= 0:
-        return table[0]
-    k = int(x)
-    if k >= len(table) - 1:
-        return table[-1]
-    frac = x - k
-    return table[k] * (1.0 - frac) + table[k + 1] * frac
-
-
-@functools.lru_cache(maxsize=16)
-def _remaining_table(model: CompletionModel, gap_s: float) -> tuple[float, ...]:
-    return tuple(
-        model._remaining_exact(k * model.step_s, gap_s) for k in range(len(model.survival))
-    )
 
 
 class Outstanding(NamedTuple):
@@ -230,7 +93,7 @@ class Facts:
     #: Cost that leaves the rolling hour before the next tick.
     freed_before_next: int
     outstanding: Sequence[Outstanding]
-    #: Files of finished requests still to fetch (each GET costs 1).
+    #: Files of finished requests still to fetch.
     pending_files: int
     #: Requests waiting to be (re)submitted.
     queued: int
@@ -311,96 +174,123 @@ def steady_state(
     A request is committed from its submission until its files are fetched: while it runs
     (the model's survival) and then until a poll sees it finished (``discovery_delay_s``, by
     default half the required gap), owing one poll and its files meanwhile."""
-    gap = config.max_gap_s
-    per_new = model.remaining_polls(0.0, gap) + files
-    cost = POST_COST + per_new * GET_COST
+    owed_polls = model.polls_owed(config.max_gap_s)
+    per_new = owed_polls.at(0.0) * STATUS_COST + files * FETCH_COST
+    cost = SUBMIT_COST + per_new
     rate = limit * (1.0 - config.slack) / cost
     # integral over age of S(t) x (polls still owed at t + files): by grid sums
     owed = 0.0
     step = model.step_s
     for k, alive in enumerate(model.survival[:-1]):
-        if alive <= 1e-9:
+        if alive <= EPSILON:
             continue
-        owed += alive * (model.remaining_polls(k * step, gap) + files) * step
-    delay = gap / 2 if discovery_delay_s is None else discovery_delay_s
-    owed += delay * (files + GET_COST)
+        owed += alive * (owed_polls.at(k * step) * STATUS_COST + files * FETCH_COST) * step
+    delay = config.max_gap_s / 2 if discovery_delay_s is None else discovery_delay_s
+    owed += delay * (files * FETCH_COST + STATUS_COST)
     return cost, rate, rate / HOUR * owed
 
 
-def plan(facts: Facts, config: PlannerConfig) -> Plan:
-    """Decide this tick's polls and submissions (see the module's docstring)."""
+class _Workload(NamedTuple):
+    """What the outstanding requests ask of this tick and the next."""
+
+    #: (due since, request id) of every request whose required poll is due now.
+    required: list[tuple[datetime, int]]
+    #: (probability it finished, request id, expected cost) of every one an optional poll
+    #: may see.
+    optional: list[tuple[float, int, float]]
+    #: The cost the outstanding requests and the pending files still owe.
+    commitment: float
+    #: This tick's required cost.
+    mandatory: float
+    #: The next tick's required cost.
+    due_next: float
+    #: The earliest moment a request not yet eligible for an optional poll becomes so.
+    next_eligible: datetime | None
+
+
+def _workload(facts: Facts, config: PlannerConfig) -> _Workload:
+    """Sort the outstanding requests into required and optional polls, and add up what they
+    owe now, later and in all."""
     now, model = facts.now, facts.model
-    gap = config.max_gap_s
     next_tick = now + timedelta(seconds=facts.interval_s)
-    remaining = _remaining_table(model, gap)
-    step = model.step_s
-    required: list[tuple[datetime, int, float]] = []
+    owed_polls = model.polls_owed(config.max_gap_s)
+    required: list[tuple[datetime, int]] = []
     optional: list[tuple[float, int, float]] = []
-    commitment = float(facts.pending_files)
-    mandatory = float(facts.pending_files)
+    commitment = float(facts.pending_files * FETCH_COST)
+    mandatory = float(facts.pending_files * FETCH_COST)
     due_next = 0.0
     next_eligible: datetime | None = None
     for o in facts.outstanding:
         seen = (o.seen_running_at - o.submitted_at).total_seconds()
         age = (now - o.submitted_at).total_seconds()
-        commitment += _interpolate(remaining, seen / step) + o.expected_files
+        commitment += owed_polls.at(seen) * STATUS_COST + o.expected_files * FETCH_COST
         if o.next_required_at is None or o.next_required_at <= now:
-            p = model.p_done(seen, age)
-            required.append((o.next_required_at or now, o.id, p))
-            mandatory += GET_COST + p * o.expected_files
+            required.append((o.next_required_at or now, o.id))
+            mandatory += STATUS_COST + model.p_done(seen, age) * o.expected_files * FETCH_COST
             continue
         if o.next_required_at <= next_tick:
             later = (o.next_required_at - o.submitted_at).total_seconds()
-            due_next += GET_COST + model.p_done(seen, later) * o.expected_files
+            due_next += STATUS_COST + model.p_done(seen, later) * o.expected_files * FETCH_COST
         if o.retrying:
             continue
         eligible_at = o.seen_running_at + timedelta(seconds=config.min_gap_s)
         if eligible_at <= now:
             p = model.p_done(seen, age)
-            optional.append((p, o.id, GET_COST + p * o.expected_files))
+            optional.append((p, o.id, STATUS_COST + p * o.expected_files * FETCH_COST))
         elif next_eligible is None or eligible_at < next_eligible:
             next_eligible = eligible_at
+    return _Workload(required, optional, commitment, mandatory, due_next, next_eligible)
 
+
+def plan(facts: Facts, config: PlannerConfig) -> Plan:
+    """Decide this tick's polls and submissions (see the module's docstring)."""
+    work = _workload(facts, config)
     cost, rate, target = steady_state(
-        model, facts.files_per_new, facts.limit, config, facts.discovery_delay_s
+        facts.model, facts.files_per_new, facts.limit, config, facts.discovery_delay_s
     )
     target *= config.overcommit
-    per_new = cost - POST_COST
+    per_new = cost - SUBMIT_COST
     next_submits = min(float(facts.queued), rate * facts.interval_s / HOUR)
-    reserve_next = due_next + POST_COST * next_submits
-    headroom = float(facts.headroom)
-    spendable = max(0.0, min(headroom, headroom + facts.freed_before_next - reserve_next))
-    left = spendable - mandatory
-
-    submits = _submits(facts.queued, config.max_submits, target, commitment, per_new, left)
-    left -= submits * POST_COST
-
-    required.sort()
-    polls = [rid for _, rid, _ in required]
-    optional.sort(key=lambda item: (-item[0], item[1]))
-    all_fit = True
-    for _, rid, expected_cost in optional:
-        if expected_cost > left:
-            all_fit = False
-            break
-        left -= expected_cost
-        polls.append(rid)
+    reserve_next = work.due_next + SUBMIT_COST * next_submits
+    spendable = max(0.0, _room(float(facts.headroom), facts.freed_before_next, reserve_next))
+    left = spendable - work.mandatory
+    submits = _submits(facts.queued, config.max_submits, target, work.commitment, per_new, left)
+    left -= submits * SUBMIT_COST
+    optional_polls = _optional_polls_that_fit(work.optional, left)
+    all_fit = len(optional_polls) == len(work.optional)
     return Plan(
-        polls=polls,
-        required=len(required),
+        polls=[rid for _, rid in sorted(work.required)] + optional_polls,
+        required=len(work.required),
         submits=submits,
         spendable=spendable,
-        mandatory=mandatory,
+        mandatory=work.mandatory,
         reserve_next=reserve_next,
-        commitment=commitment,
+        commitment=work.commitment,
         target=target,
         cost_per_user=cost,
         rate_per_hour=rate,
         queued=facts.queued,
         per_new=per_new,
         max_submits=config.max_submits,
-        next_optional_at=next_eligible if all_fit else None,
+        next_optional_at=work.next_eligible if all_fit else None,
     )
+
+
+def _optional_polls_that_fit(optional: list[tuple[float, int, float]], room: float) -> list[int]:
+    """The likeliest finished first, until the next one's expected cost no longer fits."""
+    polls: list[int] = []
+    for _, rid, expected_cost in sorted(optional, key=lambda item: (-item[0], item[1])):
+        if expected_cost > room:
+            break
+        room -= expected_cost
+        polls.append(rid)
+    return polls
+
+
+def _room(headroom: float, freed_before_next: float, reserve_next: float) -> float:
+    """What may be spent now: the headroom, less what the next tick needs beyond what leaves
+    the rolling hour before it."""
+    return min(headroom, headroom + freed_before_next - reserve_next)
 
 
 def _submits(
@@ -408,17 +298,17 @@ def _submits(
 ) -> int:
     """Enough to bring the commitment up to the target, within the queue, the cap and the
     budget ``room``."""
-    if queued <= 0 or room < POST_COST or target <= commitment:
+    if queued <= 0 or room < SUBMIT_COST or target <= commitment:
         return 0
     by_commitment = int((target - commitment) // max(per_new, 1.0)) + 1
-    return max(0, min(queued, cap, by_commitment, int(room // POST_COST)))
+    return max(0, min(queued, cap, by_commitment, int(room // SUBMIT_COST)))
 
 
 def submits_now(plan_: Plan, headroom: int, freed_before_next: int, queued: int) -> int:
     """Submissions once this tick's polls and fetches are paid: the queue may have grown (a
     poll found a failed job to resubmit) and the budget shrunk (more finished than expected).
     The commitment is the plan's, less nothing: polls only ever lower it."""
-    room = min(headroom, headroom + freed_before_next - plan_.reserve_next)
+    room = _room(headroom, freed_before_next, plan_.reserve_next)
     return _submits(queued, plan_.max_submits, plan_.target, plan_.commitment, plan_.per_new, room)
 
 
