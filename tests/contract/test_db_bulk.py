@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dsar_scheduler.adapters.db import Event, QueueRow, Request, bulk_insert, make_engine, one_of
+from dsar_scheduler.adapters.db import Event, QueueRow, Request, bulk_insert, column_in, make_engine
 
 AT = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 
@@ -116,12 +116,12 @@ def test_a_refused_row_fails_the_whole_insert_as_sqlalchemy_says_it(
 
 
 @pytest.mark.parametrize("count", [0, 1, 3, 600])
-def test_one_of_selects_what_in_selects(sessions: sessionmaker[Session], count: int) -> None:
-    """``one_of`` (an array on PostgreSQL, an IN list elsewhere) picks the same rows as
+def test_column_in_selects_what_in_selects(sessions: sessionmaker[Session], count: int) -> None:
+    """``column_in`` (an array on PostgreSQL, an IN list elsewhere) picks the same rows as
     ``in_``, for no values, one, a few, and more than a batch."""
     ids = _queue(sessions, 10)
     wanted = ids[::3][:count] + [10**9 + n for n in range(max(0, count - 4))]  # some unknown
     with sessions() as session:
-        got = session.scalars(select(QueueRow.id).where(one_of(session, QueueRow.id, wanted)))
+        got = session.scalars(select(QueueRow.id).where(column_in(session, QueueRow.id, wanted)))
         expected = session.scalars(select(QueueRow.id).where(QueueRow.id.in_(wanted)))
         assert sorted(got) == sorted(expected) == sorted(ids[::3][:count])

@@ -80,10 +80,10 @@ def test_concurrent_migrations_take_turns(pg_url: str) -> None:
 
 
 PARTIAL_INDEX_QUERIES = {
-    # admission's duplicate check (Ledger.admit)
+    # admission's duplicate check (Queue.admit)
     "ix_dsar_requests_external_ref": "SELECT queue_id FROM dsar_requests "
     "WHERE external_ref IN ('T-1', 'T-2') AND state != 'rejected'",
-    # the planner's completion samples (Ledger.completion_samples)
+    # the planner's completion samples (Facts.completion_samples)
     "ix_dsar_requests_done_at": "SELECT id FROM dsar_requests "
     "WHERE done_at > '2026-01-01' ORDER BY done_at DESC LIMIT 10",
     # the metrics' running totals past the watermark (totals._stored; without its condition
@@ -108,7 +108,8 @@ def test_the_sparse_columns_have_partial_indexes_that_their_queries_use(
             for index, query in PARTIAL_INDEX_QUERIES.items():
                 if postgres:
                     definition = conn.exec_driver_sql(
-                        f"SELECT indexdef FROM pg_indexes WHERE indexname = '{index}'"
+                        "SELECT indexdef FROM pg_indexes"
+                        f" WHERE indexname = '{index}' AND schemaname = current_schema()"
                     ).scalar_one()
                     plan = conn.exec_driver_sql(f"EXPLAIN {query}").scalars().all()
                 else:

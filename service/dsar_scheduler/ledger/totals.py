@@ -12,8 +12,7 @@ transaction open that long), which no tick does.
 The totals up to the watermark are also recorded in the ledger (``dsar_service_state``, by
 each tick), and a process that has none starts from that record: a new replica's first
 scrape, and the metrics a CronJob's ``dsar tick`` pushes, read past the watermark only
-instead of counting the whole history (679 ms at a million requests and 2.6 million files,
-and growing with them).
+instead of counting the whole history (which grows with it).
 """
 
 from __future__ import annotations

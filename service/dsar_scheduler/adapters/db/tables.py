@@ -1,54 +1,32 @@
-"""The database: tables (SQLAlchemy 2 ORM), the engine, and portable write transactions.
+"""The tables (SQLAlchemy 2 ORM models) the service keeps, and the type that stores every time.
 
 Every time is stored as naive UTC and handed back as aware UTC (``UTCDateTime``), so SQLite and
 PostgreSQL agree and the injected clock, never the database's ``now()``, decides what is due.
+The migrations (``migrations/versions``) create the same schema, and the ``dsar_queue_status``
+view over it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from datetime import date, datetime
-from pathlib import Path
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Date,
     DateTime,
-    Engine,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
-    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
-    any_,
-    bindparam,
-    create_engine,
-    event,
     func,
-    insert,
-    literal,
     text,
-    update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import (
-    DeclarativeBase,
-    InstrumentedAttribute,
-    Mapped,
-    Session,
-    mapped_column,
-    sessionmaker,
-)
-from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.schema import ScalarElementColumnDefault
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dsar_scheduler.adapters.clock import naive_utc, utc
 
@@ -235,168 +213,3 @@ class Tick(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|error
     summary: Mapped[str | None] = mapped_column(Text)
-
-
-STATUS_VIEW = "dsar_queue_status"
-STATUS_VIEW_SQL = f"""
-CREATE VIEW {STATUS_VIEW} AS
-SELECT q.id AS queue_id,
-       q.external_ref,
-       q.amplitude_id,
-       q.created_at AS queued_at,
-       COALESCE(r.state, 'pending') AS state,
-       r.reason,
-       r.id AS request_id,
-       r.remote_request_id,
-       r.storage_prefix,
-       r.done_at,
-       r.expires_at,
-       r.stored_at,
-       r.updated_at
-FROM dsar_queue q
-LEFT JOIN dsar_requests r ON r.queue_id = q.id
-"""
-
-
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine that serialises SQLite writers (``BEGIN IMMEDIATE``) and survives DB restarts."""
-    parsed = make_url(url)
-    # Error messages and tracebacks must not carry row values (subjects' IDs) into logs.
-    kwargs.setdefault("hide_parameters", True)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
-        )
-        _sqlite_immediate_transactions(engine)
-        return engine
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
-
-
-def _sqlite_immediate_transactions(engine: Engine) -> None:
-    # pysqlite's own transaction handling defers BEGIN; take it over so each transaction
-    # starts with BEGIN IMMEDIATE and holds the write lock before it reads (SQLAlchemy docs,
-    # "Serializable isolation / Savepoints / Transactional DDL" recipe).
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        # SQLite stores whatever upstream inserts, invalid UTF-8 included; reading such a row
-        # must give a rejection, not an exception that stops every tick at admission.
-        dbapi_connection.text_factory = _lenient_text
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _lenient_text(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
-
-
-def on_postgres(session: Session) -> bool:
-    """Whether ``session`` talks to PostgreSQL (COPY, arrays, advisory locks) or SQLite."""
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def _table(model: type[Base]) -> Table:
-    """A model's Core table: Core statements skip the ORM's per-row bookkeeping."""
-    return model.metadata.tables[model.__tablename__]
-
-
-def bulk_insert(session: Session, model: type[Base], rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` (all with the same keys) in the session's transaction. On PostgreSQL
-    a ``COPY``, about four times cheaper per row than a pipelined executemany (admitting
-    5,000 queue rows writes 10,000 rows); elsewhere a Core executemany. Values go through
-    the columns' own bind processing either way (``UTCDateTime`` stores naive UTC)."""
-    if not rows:
-        return
-    table = _table(model)
-    conn = session.connection()
-    if not on_postgres(session):
-        conn.execute(insert(table), list(rows))
-        return
-    names = list(rows[0])
-    # the Python-side scalar defaults a Core insert would fill in (COPY knows only the server's)
-    defaults = {
-        column.name: column.default.arg
-        for column in table.c
-        if isinstance(column.default, ScalarElementColumnDefault) and column.name not in names
-    }
-    names += list(defaults)
-    rows = [{**row, **defaults} for row in rows] if defaults else rows
-    dialect = conn.dialect
-    # Only a few columns convert their values (UTCDateTime): the others are copied as they are.
-    processors = [
-        (i, process)
-        for i, name in enumerate(names)
-        if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-    ]
-    quote = dialect.identifier_preparer
-    columns = ", ".join(quote.quote(name) for name in names)
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    statement = f"COPY {quote.format_table(table)} ({columns}) FROM STDIN"
-    dbapi_error = dialect.loaded_dbapi.Error
-    try:
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                values = [row[name] for name in names]
-                for i, process in processors:
-                    if values[i] is not None:
-                        values[i] = process(values[i])
-                copy.write_row(values)
-    except dbapi_error as exc:  # as SQLAlchemy would raise it: IntegrityError, DataError, …
-        raise DBAPIError.instance(statement, None, exc, dbapi_error) from exc
-
-
-def one_of(
-    session: Session, column: InstrumentedAttribute[Any], values: Iterable[Any]
-) -> ColumnElement[bool]:
-    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one parameter however
-    many values, where an IN list is bound and planned value by value (admission's check of
-    500 tickets: 11.5 ms as a list, 4.9 ms as an array)."""
-    values = list(values)
-    if on_postgres(session):
-        return column == any_(literal(values, ARRAY(column.type)))
-    return column.in_(values)
-
-
-def bulk_update(session: Session, model: type[Base], rows: Sequence[Mapping[str, Any]]) -> None:
-    """Update rows by primary key ``id``: each row gives its ``id`` and the new values (the
-    same columns in every row). A Core executemany, without the ORM's per-row bookkeeping
-    of a bulk UPDATE by primary key."""
-    if not rows:
-        return
-    table = _table(model)
-    names = [name for name in rows[0] if name != "id"]
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values({name: bindparam(f"b_{name}") for name in names})
-    )
-    session.connection().execute(
-        statement, [{f"b_{name}": value for name, value in row.items()} for row in rows]
-    )
-
-
-@contextmanager
-def write_transaction(factory: sessionmaker[Session], lock: str | None = None) -> Iterator[Session]:
-    """A transaction that commits on success, rolls back on error.
-
-    ``lock`` names a critical section serialised across every process: on PostgreSQL a
-    transaction-level advisory lock, on SQLite the database write lock ``BEGIN IMMEDIATE``
-    already holds.
-    """
-    with factory() as session, session.begin():
-        if lock is not None and on_postgres(session):
-            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": lock})
-        yield session
