@@ -157,10 +157,10 @@ def test_the_lease_of_a_dead_holder_is_taken_over_at_once(tmp_path: Path) -> Non
     ledger = Ledger(sessionmaker(engine, expire_on_commit=False), 1000)
     now, ttl = FakeClock().now(), timedelta(minutes=10)
     try:
-        assert ledger.acquire_lease("dead", now, ttl)
-        assert not ledger.acquire_lease("me", now, ttl, lambda owner: False)
-        assert ledger.acquire_lease("me", now, ttl, lambda owner: owner == "dead")
-        assert not ledger.acquire_lease("other", now, ttl, lambda owner: owner == "dead")
+        assert ledger.lease.acquire("dead", now, ttl)
+        assert not ledger.lease.acquire("me", now, ttl, lambda owner: False)
+        assert ledger.lease.acquire("me", now, ttl, lambda owner: owner == "dead")
+        assert not ledger.lease.acquire("other", now, ttl, lambda owner: owner == "dead")
     finally:
         engine.dispose()
 
@@ -183,16 +183,16 @@ def test_reservations_left_without_an_outcome_become_unknown_and_stay_spent(
     ledger = Ledger(sessionmaker(engine, expire_on_commit=False), 1000)
     clock = FakeClock()
     try:
-        ancient = ledger.reserve("status", 1, clock.now() - timedelta(hours=3))
-        done = ledger.reserve("status", 1, clock.now())
-        lost = ledger.reserve("submit", 8, clock.now())  # the process died during this call
-        unsent = ledger.reserve("fetch", 1, clock.now())
+        ancient = ledger.budget.reserve("status", 1, clock.now() - timedelta(hours=3))
+        done = ledger.budget.reserve("status", 1, clock.now())
+        lost = ledger.budget.reserve("submit", 8, clock.now())  # the process died during this call
+        unsent = ledger.budget.reserve("fetch", 1, clock.now())
         assert ancient and done and lost and unsent
-        ledger.finish_call(done, "ok", 200, clock.now())
-        ledger.release_call(unsent, clock.now())
+        ledger.budget.finish_call(done, "ok", 200, clock.now())
+        ledger.budget.release_call(unsent, clock.now())
         clock.advance(timedelta(seconds=5))
-        assert ledger.mark_unknown_calls(clock.now()) == [("submit", 8)]
-        assert ledger.mark_unknown_calls(clock.now()) == []  # settled once
-        assert ledger.spent(clock.now()) == 1 + 8  # unknown stays spent, released costs 0
+        assert ledger.budget.mark_unknown_calls(clock.now()) == [("submit", 8)]
+        assert ledger.budget.mark_unknown_calls(clock.now()) == []  # settled once
+        assert ledger.budget.spent(clock.now()) == 1 + 8  # unknown stays spent, released costs 0
     finally:
         engine.dispose()

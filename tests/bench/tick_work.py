@@ -247,7 +247,7 @@ def record_stored_totals(engine: Engine) -> None:
     """The stored totals a running service has recorded (each tick does): without them the
     first tick or scrape of a process counts the whole history, as only the first tick
     after the upgrade that introduced them does."""
-    Ledger(sessionmaker(engine), 10**9).save_stored_totals(NOW)
+    Ledger(sessionmaker(engine), 10**9).views.save_stored_totals(NOW)
 
 
 @dataclass
@@ -333,10 +333,10 @@ def budget_query(url: str, repeat: int = 50) -> tuple[float, float]:
     spent, reserve = [], []
     for k in range(repeat):
         t = time.perf_counter()
-        ledger.spent(NOW)
+        ledger.budget.spent(NOW)
         spent.append(time.perf_counter() - t)
         t = time.perf_counter()
-        ledger.reserve_many("status", 1, NOW + timedelta(microseconds=k), [None] * 100)
+        ledger.budget.reserve_many("status", 1, NOW + timedelta(microseconds=k), [None] * 100)
         reserve.append(time.perf_counter() - t)
     engine.dispose()
     spent.sort()
@@ -393,13 +393,13 @@ def history_reads(url: str, repeat: int = 7) -> dict[str, float]:
     in the daily full sweep; a metrics snapshot, the first in a process (from the totals the
     ticks recorded; and, with no record, as the first after the upgrade that introduced
     them: it counts the whole stored history) and later ones."""
-    from dsar_scheduler.ledger import QueueFloor
+    from dsar_scheduler.ledger.rows import QueueFloor
 
     engine = make_engine(url)
     ledger = Ledger(sessionmaker(engine, expire_on_commit=False), 10**9)
-    top = ledger.last_queue_id()
+    top = ledger.queue.last_id()
     # every queue row admitted: the floor a tick leaves (the scrape counts unadmitted from it)
-    ledger.set_queue_floor(QueueFloor(top, top), NOW, NOW + timedelta(days=1))
+    ledger.queue.set_floor(QueueFloor(top, top), NOW, NOW + timedelta(days=1))
 
     def middle(times: list[float]) -> float:
         return sorted(times)[len(times) // 2]
@@ -415,7 +415,7 @@ def history_reads(url: str, repeat: int = 7) -> dict[str, float]:
     def first_snapshot() -> float:
         fresh = Ledger(sessionmaker(engine, expire_on_commit=False), 10**9)  # a new process
         began = time.perf_counter()
-        fresh.snapshot(NOW, timedelta(days=3))
+        fresh.views.snapshot(NOW, timedelta(days=3))
         return time.perf_counter() - began
 
     first = first_snapshot()
@@ -423,11 +423,11 @@ def history_reads(url: str, repeat: int = 7) -> dict[str, float]:
         conn.execute(delete(ServiceState).where(ServiceState.key == totals.RECORD_KEY))
     unrecorded = first_snapshot()
     out = {
-        "new_rows_from_floor": median(lambda: ledger.pending_queue_rows(500, top)),
-        "new_rows_full_sweep": median(lambda: ledger.pending_queue_rows(500, 0)),
+        "new_rows_from_floor": median(lambda: ledger.queue.pending_rows(500, top)),
+        "new_rows_full_sweep": median(lambda: ledger.queue.pending_rows(500, 0)),
         "snapshot_first": first,
         "snapshot_first_unrecorded": unrecorded,
-        "snapshot_later": median(lambda: ledger.snapshot(NOW, timedelta(days=3))),
+        "snapshot_later": median(lambda: ledger.views.snapshot(NOW, timedelta(days=3))),
     }
     admits = []
     start, end = date(2025, 1, 1), date(2025, 1, 31)
@@ -442,8 +442,8 @@ def history_reads(url: str, repeat: int = 7) -> dict[str, float]:
                 ],
             )
         began = time.perf_counter()
-        rows = ledger.pending_queue_rows(500, top)
-        created = ledger.admit([(row, validate(row, NOW.date(), 731)) for row in rows], NOW)
+        rows = ledger.queue.pending_rows(500, top)
+        created = ledger.queue.admit([(row, validate(row, NOW.date(), 731)) for row in rows], NOW)
         admits.append(time.perf_counter() - began)
         assert len(created) == 500 and created[-1].state == "rejected"  # the repeated ticket
         top = rows[-1].queue_id

@@ -567,7 +567,7 @@ def assert_stored_in_bucket(h: Harness, s3_bucket: S3Bucket, request_ids: list[i
     them, KMS-encrypted; returns their keys."""
     keys: list[str] = []
     for request_id in request_ids:
-        request = h.app.ledger.get(request_id)
+        request = h.app.ledger.requests.get(request_id)
         assert request is not None and request.state == State.STORED, request
         assert request.remote_request_id is not None
         folder = f"{PREFIX}/{request.storage_prefix}"
@@ -642,7 +642,7 @@ def test_ticks_with_a_missing_bucket_fail_clearly_and_lose_nothing(
         assert errors[0].startswith(
             f"storage: bucket '{late.name}' does not exist (writing {where}"
         )
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.state == State.DONE  # not dead, not stored
         late.admin.create_bucket(Bucket=late.name)
         try:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select
 
-from dsar_scheduler import tick as tick_module
 from dsar_scheduler.adapters.clock import FakeClock
 from dsar_scheduler.adapters.db import ApiCall
 from dsar_scheduler.config import ConfigError, load_settings
-from dsar_scheduler.ledger import CALL_HISTORY_NEEDED
+from dsar_scheduler.ledger.budget import CALL_HISTORY_NEEDED
+from dsar_scheduler.tick import limits as tick_limits
 from tests.support.harness import Harness, harness
 
 DAY = timedelta(days=1)
@@ -66,14 +66,14 @@ def test_old_calls_are_pruned_about_hourly_and_the_budget_is_untouched(
         add_calls(h, *[40 * DAY] * 5, 31 * DAY)
         add_calls(h, 29 * DAY, 2 * DAY, 3 * timedelta(hours=1))
         add_calls(h, timedelta(minutes=10), timedelta(minutes=50), cost=8)  # in the window
-        spent = h.app.ledger.spent(clock.now())
+        spent = h.app.ledger.budget.spent(clock.now())
         assert spent == 16
 
         report = h.tick()
         assert report.outcome == "ok"
         assert older_than(h, 30 * DAY) == 0
         assert total(h) == 5  # everything younger than 30 days stays
-        assert h.app.ledger.spent(clock.now()) == spent
+        assert h.app.ledger.budget.spent(clock.now()) == spent
 
         add_calls(h, 45 * DAY, 45 * DAY)
         clock.advance(timedelta(minutes=30))
@@ -97,17 +97,17 @@ def test_the_retention_setting_decides_what_goes(
 def test_a_backlog_goes_in_bounded_batches_over_several_ticks(
     database_url: str, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tick_module, "PRUNE_BATCH", 3)
-    monkeypatch.setattr(tick_module, "PRUNE_BATCHES", 2)
+    monkeypatch.setattr(tick_limits, "PRUNE_BATCH", 3)
+    monkeypatch.setattr(tick_limits, "PRUNE_BATCHES", 2)
     with harness(database_url, tmp_path, clock) as h:
         sizes: list[int] = []
-        prune = h.app.ledger.prune_calls
+        prune = h.app.ledger.budget.prune_calls
 
         def spy(before: object, limit: int) -> int:
             sizes.append(limit)
             return prune(before, limit)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(h.app.ledger, "prune_calls", spy)
+        monkeypatch.setattr(h.app.ledger.budget, "prune_calls", spy)
         add_calls(h, *[60 * DAY] * 10)
         h.tick()
         assert sizes == [3, 3]  # two transactions of at most three rows
@@ -127,7 +127,7 @@ def test_a_failing_prune_does_not_fail_the_tick(
         def broken(before: object, limit: int) -> int:
             raise RuntimeError("statement timeout")
 
-        monkeypatch.setattr(h.app.ledger, "prune_calls", broken)
+        monkeypatch.setattr(h.app.ledger.budget, "prune_calls", broken)
         h.enqueue(401)
         report = h.tick()
         assert report.outcome == "ok" and report.submitted == 1

@@ -1,6 +1,6 @@
 """``dsar cancel`` landing while the tick stores a request's last file and writes its manifest.
 
-The rule (``Ledger.begin_store``): whichever compare-and-set commits first wins. Here the
+The rule (``Files.begin_store``): whichever compare-and-set commits first wins. Here the
 cancel always commits first, from another process's ledger, at the worst moment: right before
 the tick writes the manifest. The request must then stay cancelled, with no manifest in
 storage (its files kept), and the audit trail must say what happened; also when the tick's
@@ -81,7 +81,7 @@ def _finished_remotely(h: Harness) -> None:
     both files and then writes the manifest."""
     h.enqueue(301, "2025-01-01", "2025-01-31")
     h.tick()
-    remote = h.app.ledger.get(1).remote_request_id  # type: ignore[union-attr]
+    remote = h.app.ledger.requests.get(1).remote_request_id  # type: ignore[union-attr]
     assert remote is not None
     h.emulator.complete(remote)
     h.clock.advance(HALF_HOUR)
@@ -102,13 +102,13 @@ def _stored_files(h: Harness) -> list[str]:
 
 
 def _assert_cancelled_without_manifest(h: Harness) -> None:
-    request = h.app.ledger.get(1)
+    request = h.app.ledger.requests.get(1)
     assert request is not None and request.state == State.CANCELLED
     assert request.stored_at is None
     assert MANIFEST_NAME not in _stored_files(h)
     assert len(_stored_files(h)) == 2  # the verified files are kept, as the cancel said
-    assert h.app.ledger.store_notes() == []
-    events = h.app.ledger.events(1)
+    assert h.app.ledger.files.store_notes() == []
+    events = h.app.ledger.requests.events(1)
     assert State.STORED not in [e.to_state for e in events]
     withdrawn = events[-1]
     assert (withdrawn.from_state, withdrawn.to_state) == (State.CANCELLED, State.CANCELLED)
@@ -148,7 +148,7 @@ def test_the_process_dying_after_the_manifest_write_is_put_right_by_the_next_tic
         with pytest.raises(Crash):
             h.tick()
         assert MANIFEST_NAME in _stored_files(h)  # the moment after the crash: left behind
-        assert [n[0] for n in h.app.ledger.store_notes()] == [1]
+        assert [n[0] for n in h.app.ledger.files.store_notes()] == [1]
         h.app.storage = h.app.storage.inner  # type: ignore[attr-defined]
         clock.advance(HALF_HOUR)
         h.tick()
@@ -166,10 +166,10 @@ def test_without_a_cancel_a_crash_after_the_manifest_write_still_ends_stored(
         h.app.storage = h.app.storage.inner  # type: ignore[attr-defined]
         clock.advance(HALF_HOUR)
         h.tick()
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.state == State.STORED
         assert MANIFEST_NAME in _stored_files(h)
-        assert h.app.ledger.store_notes() == []
+        assert h.app.ledger.files.store_notes() == []
 
 
 def test_storage_refusing_to_withdraw_the_manifest_is_retried_next_tick(
@@ -182,7 +182,7 @@ def test_storage_refusing_to_withdraw_the_manifest_is_retried_next_tick(
         report = h.tick()
         assert report.outcome == "error" and any(e.startswith("storage: ") for e in report.errors)
         assert MANIFEST_NAME in _stored_files(h)
-        assert [n[0] for n in h.app.ledger.store_notes()] == [1]
+        assert [n[0] for n in h.app.ledger.files.store_notes()] == [1]
         hook.failing = False  # storage is back
         clock.advance(HALF_HOUR)
         h.tick()
@@ -199,17 +199,17 @@ def test_a_cancel_before_the_last_file_means_no_manifest_is_written(
         hook = ManifestHook(h.app.storage, lambda: writes.append("manifest"))
         h.app.storage = hook
         cancel = _cancel(database_url, h)
-        original = h.app.ledger.begin_store
+        original = h.app.ledger.files.begin_store
 
         def cancel_then_begin(request_id: int, key: str, now: object) -> bool:
             cancel()
             return original(request_id, key, now)  # type: ignore[arg-type]
 
-        h.app.ledger.begin_store = cancel_then_begin  # type: ignore[method-assign]
+        h.app.ledger.files.begin_store = cancel_then_begin  # type: ignore[method-assign]
         h.tick()
         assert writes == []
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.state == State.CANCELLED
         assert MANIFEST_NAME not in _stored_files(h)
-        assert h.app.ledger.events(1)[-1].to_state == State.CANCELLED
-        assert h.app.ledger.store_notes() == []
+        assert h.app.ledger.requests.events(1)[-1].to_state == State.CANCELLED
+        assert h.app.ledger.files.store_notes() == []

@@ -54,7 +54,7 @@ def m(h: Harness, name: str, **labels: str) -> float:
 
 
 def submitted(h: Harness, request_id: int = 1) -> int:
-    request = h.app.ledger.get(request_id)
+    request = h.app.ledger.requests.get(request_id)
     assert request is not None and request.state == State.SUBMITTED, request
     assert request.remote_request_id is not None
     return request.remote_request_id
@@ -75,7 +75,7 @@ def test_5xx_on_submit_and_on_poll_is_retried_with_backoff(
         h.enqueue(101)
         h.emulator.faults.script("api", "5xx", count=1)  # the POST
         h.tick()
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.state == State.QUEUED
         assert "submit failed, will retry" in (request.reason or "")
         assert request.errors == 1
@@ -90,7 +90,7 @@ def test_5xx_on_submit_and_on_poll_is_retried_with_backoff(
         h.emulator.faults.script("api", "5xx", count=1)  # the first poll
         clock.advance(HALF_HOUR)
         h.tick()
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.state == State.SUBMITTED and request.errors == 1
         assert m(h, "dsar_api_errors_total", kind="status", cause="server_error") == 1
         h.run_until(h.all_final)
@@ -111,7 +111,7 @@ def test_a_timeout_is_a_transient_error_and_retried(
         report = h.tick()
         assert report.outcome == "ok"
         assert m(h, "dsar_api_errors_total", kind="status", cause="timeout") == 1
-        assert h.app.ledger.get(1).errors == 1  # type: ignore[union-attr]
+        assert h.app.ledger.requests.get(1).errors == 1  # type: ignore[union-attr]
         h.run_until(h.all_final)
         assert h.states() == {"stored": 1}
 
@@ -126,7 +126,7 @@ def test_connection_resets_on_a_post_and_a_download(
         h.emulator.faults.script("api", "drop", count=1)
         h.tick()
         assert len(h.emulator.jobs()) == 1  # made, but its id never reached us
-        assert h.app.ledger.get(1).state == State.QUEUED  # type: ignore[union-attr]
+        assert h.app.ledger.requests.get(1).state == State.QUEUED  # type: ignore[union-attr]
         assert m(h, "dsar_api_errors_total", kind="submit", cause="connection") == 1
         h.emulator.faults.script("s3", "drop", count=1)
         h.run_until(h.all_final)
@@ -148,7 +148,7 @@ def test_a_malformed_status_body_is_retried(
         assert m(h, "dsar_api_errors_total", kind="status", cause="malformed") == 1
         h.run_until(h.all_final)
         assert h.states() == {"stored": 1}
-        assert h.app.ledger.get(1).submissions == 1  # type: ignore[union-attr]
+        assert h.app.ledger.requests.get(1).submissions == 1  # type: ignore[union-attr]
 
 
 def test_an_endless_body_is_cut_off_at_the_limit_not_buffered(
@@ -243,7 +243,7 @@ def test_unusable_status_answers_retry_then_resubmit(
             h.tick()
         assert times[0] == 0
         assert m(h, "dsar_api_errors_total", kind="status", cause="bad_status") == 3
-        events = h.app.ledger.events(1)
+        events = h.app.ledger.requests.events(1)
         failed = [e for e in events if e.to_state == State.FAILED]
         assert len(failed) == 1 and "3 unusable status answers in a row" in failed[0].reason
         assert what in failed[0].reason
@@ -284,7 +284,7 @@ def test_output_urls_on_a_foreign_host_get_nothing_and_the_request_dies_with_the
         target.append(submitted(h))
         clock.advance(HALF_HOUR)
         h.tick()
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.state == State.DEAD
         assert "refused output URL" in (request.reason or "")
         assert "collector.example.net" in (request.reason or "")
@@ -340,7 +340,7 @@ def test_a_429_storm_from_another_client_is_waited_out_hour_after_hour(
         assert m(h, "dsar_rate_limited_total") == 4
         assert m(h, "dsar_api_errors_total", kind="submit", cause="rate_limited") == 4
         for rid in (1, 2, 3):  # nobody blamed: no errors counted, nothing dead
-            request = h.app.ledger.get(rid)
+            request = h.app.ledger.requests.get(rid)
             assert request is not None and request.state == State.QUEUED
             assert request.errors == 0
         h.run_until(h.all_final)
@@ -361,12 +361,12 @@ def test_results_gone_before_they_are_fetched_are_resubmitted(
         h.emulator.faults.script("s3", "5xx", count=2)  # the first downloads fail...
         clock.advance(HALF_HOUR)
         h.tick()
-        assert h.app.ledger.get(1).state == State.DONE  # type: ignore[union-attr]
+        assert h.app.ledger.requests.get(1).state == State.DONE  # type: ignore[union-attr]
         h.emulator.expire(first)  # ...and then the results are gone
         h.run_until(h.all_final)
         manifest = json.loads(next(h.files_root.rglob("manifest.json")).read_text())
         assert manifest["amplitude_request_id"] != first
-        expired = [e for e in h.app.ledger.events(1) if e.to_state == State.EXPIRED]
+        expired = [e for e in h.app.ledger.requests.events(1) if e.to_state == State.EXPIRED]
         assert len(expired) == 1 and "answered 404 twice in a row" in expired[0].reason
         assert m(h, "dsar_api_errors_total", kind="fetch", cause="not_found") >= 2
         assert m(h, "dsar_request_transitions_total", to_state="expired") == 1
@@ -386,7 +386,7 @@ def test_results_that_keep_expiring_end_dead_with_the_reason(
         h.emulator.faults.set("s3", http_5xx_rate=1.0)  # nothing can ever be downloaded
         h.enqueue(114, "2025-01-01", "2025-01-31")
         h.run_until(h.all_final, step=timedelta(hours=6))
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.state == State.DEAD
         assert "expired unfetched 2 times, giving up" in (request.reason or "")
         assert m(h, "dsar_request_transitions_total", to_state="expired") == 1
@@ -438,11 +438,11 @@ def test_database_connection_killed_mid_tick(pg_url: str, tmp_path: Path, clock:
             assert killed and killed[0] >= 1
             assert report.outcome == "error"
             assert any("OperationalError" in e for e in report.errors)
-            assert h.app.ledger.get(1).state == State.SUBMITTING  # type: ignore[union-attr]
+            assert h.app.ledger.requests.get(1).state == State.SUBMITTING  # type: ignore[union-attr]
             clock.advance(HALF_HOUR)
             report = h.tick()
             assert report.outcome == "ok"
-            events = [e.reason for e in h.app.ledger.events(1)]
+            events = [e.reason for e in h.app.ledger.requests.events(1)]
             assert any("POST outcome unknown" in r for r in events)
             with h.app.sessions() as session:
                 outcomes = set(
@@ -489,7 +489,7 @@ def test_storage_failing_ends_the_tick_cleanly_and_the_next_one_resumes(
         expected = {"disk_full": "disk full", "permission": "permission denied"}
         assert expected.get(trouble, "S3 unreachable") in " ".join(report.errors)
         assert len(h.emulator.posts()) == posts  # nothing new submitted
-        assert h.app.ledger.get(1).state in (State.DONE, State.FETCHING)  # type: ignore[union-attr]
+        assert h.app.ledger.requests.get(1).state in (State.DONE, State.FETCHING)  # type: ignore[union-attr]
         assert [p for p in h.files_root.rglob("*") if p.name.startswith(".")] == []
         clock.advance(HALF_HOUR)
         assert h.tick().outcome == "error"  # still failing: still clean

@@ -100,7 +100,7 @@ def _good(n: int) -> dict[str, Any]:
 
 def _tidy(h: Harness) -> None:
     """Cancel what is outstanding, so examples do not pile up polls for each other."""
-    for request in h.app.ledger.in_state(State.QUEUED, State.SUBMITTED, State.FAILED):
+    for request in h.app.ledger.requests.in_state(State.QUEUED, State.SUBMITTED, State.FAILED):
         operations.cancel(h.app.ledger, request.id, h.clock.now(), "test cleanup")
 
 
@@ -108,7 +108,7 @@ def _assert_clean_tick(h: Harness) -> None:
     report = h.tick()
     assert report.outcome == "ok", report
     assert report.errors == []
-    assert h.app.ledger.pending_queue_rows(10) == []  # every row has a verdict
+    assert h.app.ledger.queue.pending_rows(10) == []  # every row has a verdict
 
 
 def _check_row(h: Harness, counter: list[int], row: dict[str, Any]) -> None:
@@ -285,7 +285,7 @@ def test_any_status_answer_leaves_the_tick_and_the_other_requests_alone(
             for k in (0, 1):
                 h.enqueue(600_000 + 2 * n[0] + k, "2025-01-01", "2025-01-31")
             h.tick()
-            mine = h.app.ledger.in_state(State.SUBMITTED)[-2:]
+            mine = h.app.ledger.requests.in_state(State.SUBMITTED)[-2:]
             assert len(mine) == 2
             target, bystander = mine
             assert target.remote_request_id is not None
@@ -293,9 +293,9 @@ def test_any_status_answer_leaves_the_tick_and_the_other_requests_alone(
             victim.update(remote=target.remote_request_id, body=_fill(body, real, api))
             h.clock.advance(timedelta(minutes=30))
             _assert_clean_tick(h)
-            after = h.app.ledger.get(bystander.id)
+            after = h.app.ledger.requests.get(bystander.id)
             assert after is not None and after.polls == 1 and after.errors == 0
-            hit = h.app.ledger.get(target.id)
+            hit = h.app.ledger.requests.get(target.id)
             assert hit is not None and hit.state in {
                 State.SUBMITTED,
                 State.DONE,
@@ -492,7 +492,7 @@ def test_a_refusal_whose_body_holds_nul_and_escapes_is_recorded_cleanly(
         h.enqueue(700_001)
         report = h.tick()
         assert report.outcome == "ok" and report.errors == []
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.state == State.DEAD
         assert "Amplitude refused the request (HTTP 400)" in (request.reason or "")
         assert "\x00" not in (request.reason or "") and "bad?date" in (request.reason or "")

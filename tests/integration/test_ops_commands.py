@@ -39,7 +39,7 @@ def dsar(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 
 
 def state(h: Harness, request_id: int = 1) -> str:
-    request = h.app.ledger.get(request_id)
+    request = h.app.ledger.requests.get(request_id)
     assert request is not None
     return request.state
 
@@ -59,14 +59,14 @@ def test_retry_brings_a_dead_request_back_with_its_limits_reset(
         assert state(h) == State.DEAD
         code, out, _ = dsar(capsys, "retry", "1", "--reason", "ticket OPS-7")
         assert code == 0 and "dead -> queued" in out
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.state == State.QUEUED and request.failures == 0
-        last = h.app.ledger.events(1)[-1]
+        last = h.app.ledger.requests.events(1)[-1]
         assert last.to_state == State.QUEUED
         assert "retry by an operator (ticket OPS-7); it was dead" in last.reason
         assert "Export job was cancelled" in last.reason
         h.tick()  # submitted again; this time the job succeeds
-        remote = h.app.ledger.get(1).remote_request_id  # type: ignore[union-attr]
+        remote = h.app.ledger.requests.get(1).remote_request_id  # type: ignore[union-attr]
         assert remote is not None
         h.emulator.complete(remote)
         clock.advance(HALF_HOUR)
@@ -89,7 +89,7 @@ def test_retry_refuses_what_it_cannot_retry(
         assert code == 1 and "rejected at admission" in err and "insert a new one" in err
         code, _, err = dsar(capsys, "retry", "99")
         assert code == 1 and "no request 99" in err
-        assert [e.to_state for e in h.app.ledger.events(1)][-1] == State.SUBMITTED
+        assert [e.to_state for e in h.app.ledger.requests.events(1)][-1] == State.SUBMITTED
 
 
 def test_cancel_stops_polling_and_fetching_and_says_what_happens_remotely(
@@ -99,7 +99,7 @@ def test_cancel_stops_polling_and_fetching_and_says_what_happens_remotely(
         h.enqueue(203)
         h.enqueue(204)
         h.tick()
-        remote = h.app.ledger.get(1).remote_request_id  # type: ignore[union-attr]
+        remote = h.app.ledger.requests.get(1).remote_request_id  # type: ignore[union-attr]
         code, out, _ = dsar(capsys, "cancel", "1", "--reason", "subject withdrew")
         assert code == 0
         assert f"Amplitude request {remote} is not cancelled remotely" in out
@@ -127,7 +127,7 @@ def test_cancel_while_fetching_keeps_what_is_stored_and_says_so(
     with harness(sqlite_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(205, "2025-01-01", "2025-01-31")  # two files
         h.tick()
-        remote = h.app.ledger.get(1).remote_request_id  # type: ignore[union-attr]
+        remote = h.app.ledger.requests.get(1).remote_request_id  # type: ignore[union-attr]
         assert remote is not None
         h.emulator.complete(remote)
         h.emulator.faults.script("s3", "5xx", count=1)  # the first file fails, the second not
@@ -146,7 +146,7 @@ def test_status_of_one_request_tells_its_story(
     with harness(sqlite_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(206, "2025-01-01", "2025-01-31", external_ref="T-206")
         h.tick()
-        first = h.app.ledger.get(1).remote_request_id  # type: ignore[union-attr]
+        first = h.app.ledger.requests.get(1).remote_request_id  # type: ignore[union-attr]
         assert first is not None
         h.emulator.fail(first, "Query timed out")
         clock.advance(HALF_HOUR)

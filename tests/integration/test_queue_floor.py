@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from dsar_scheduler import ledger as ledger_module
-from dsar_scheduler import tick as tick_module
 from dsar_scheduler.adapters.clock import FakeClock
-from dsar_scheduler.ledger import Ledger, QueueFloor
+from dsar_scheduler.ledger import views as views_module
+from dsar_scheduler.ledger.queue import Queue
+from dsar_scheduler.ledger.rows import QueueFloor
+from dsar_scheduler.tick import limits as tick_limits
 from tests.support.harness import Harness, harness
 
 
@@ -43,13 +44,13 @@ def insert_with_id(h: Harness, queue_id: int) -> None:
 def pages_read_from(h: Harness, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The ``after`` of every page admission reads from now on."""
     seen: list[int] = []
-    real = Ledger.pending_queue_rows
+    real = Queue.pending_rows
 
-    def spy(self: Ledger, limit: int, after: int = 0) -> Any:
+    def spy(self: Queue, limit: int, after: int = 0) -> Any:
         seen.append(after)
         return real(self, limit, after)
 
-    monkeypatch.setattr(Ledger, "pending_queue_rows", spy)
+    monkeypatch.setattr(Queue, "pending_rows", spy)
     return seen
 
 
@@ -62,7 +63,7 @@ def spy_on(function: Any, calls: list[Any]) -> Any:
 
 
 def floor_of(h: Harness) -> int:
-    return h.app.ledger.queue_floor(h.clock.now()).floor
+    return h.app.ledger.queue.floor(h.clock.now()).floor
 
 
 def test_each_tick_reads_past_the_floor_and_moves_it_up(
@@ -115,14 +116,12 @@ def test_a_row_that_commits_a_tick_late_below_the_floor_is_admitted_by_the_full_
         for _ in range(3):
             assert h.tick().admitted == 0
             clock.advance(timedelta(minutes=30))
-        assert h.app.ledger.snapshot(clock.now(), timedelta(days=3)).queue_pending == 0
+        assert h.app.ledger.views.snapshot(clock.now(), timedelta(days=3)).queue_pending == 0
         pages = pages_read_from(h, monkeypatch)
-        clock.advance(tick_module.QUEUE_SWEEP_EVERY)
+        clock.advance(tick_limits.QUEUE_SWEEP_EVERY)
         counted: list[int] = []
-        monkeypatch.setattr(
-            ledger_module, "_unadmitted", spy_on(ledger_module._unadmitted, counted)
-        )
-        h.app.ledger.snapshot(clock.now(), timedelta(days=3))
+        monkeypatch.setattr(views_module, "unadmitted", spy_on(views_module.unadmitted, counted))
+        h.app.ledger.views.snapshot(clock.now(), timedelta(days=3))
         assert counted == [10]  # a sweep being due does not make a scrape read the whole queue
         assert h.tick().admitted == 1
         assert pages == [0]
@@ -138,8 +137,8 @@ def test_a_row_that_commits_a_tick_late_below_the_floor_is_admitted_by_the_full_
 def test_the_floor_stops_below_rows_left_for_the_next_tick(
     database_url: str, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tick_module, "ADMIT_BATCH", 2)
-    monkeypatch.setattr(tick_module, "MAX_ADMIT_BATCHES", 1)
+    monkeypatch.setattr(tick_limits, "ADMIT_BATCH", 2)
+    monkeypatch.setattr(tick_limits, "MAX_ADMIT_BATCHES", 1)
     with floored(database_url, tmp_path, clock) as h:
         for n in range(5):
             h.enqueue(100 + n, "2025-01-01", "2025-01-31")
@@ -158,20 +157,20 @@ def test_a_row_that_cannot_be_written_holds_the_floor_below_it(
     with floored(database_url, tmp_path, clock) as h:
         for n in range(3):
             h.enqueue(100 + n, "2025-01-01", "2025-01-31")
-        real = Ledger.admit
+        real = Queue.admit
 
-        def refuses_row_2(self: Ledger, verdicts: Any, now: Any) -> Any:
+        def refuses_row_2(self: Queue, verdicts: Any, now: Any) -> Any:
             if any(row.queue_id == 2 for row, _ in verdicts):
                 raise RuntimeError("the database refused the row")
             return real(self, verdicts, now)
 
-        monkeypatch.setattr(Ledger, "admit", refuses_row_2)
+        monkeypatch.setattr(Queue, "admit", refuses_row_2)
         assert h.tick().admitted == 2
         clock.advance(timedelta(minutes=30))
         assert h.tick().admitted == 0
         assert floor_of(h) == 1  # the tick before saw 3, but row 2 is still unadmitted
         clock.advance(timedelta(minutes=30))
-        monkeypatch.setattr(Ledger, "admit", real)
+        monkeypatch.setattr(Queue, "admit", real)
         assert h.tick().admitted == 1
         assert floor_of(h) == 3
 
@@ -194,7 +193,7 @@ def test_an_unreadable_floor_makes_admission_read_the_whole_queue(
                 {"v": value},
             )
         assert h.tick().admitted == 1
-        assert h.app.ledger.queue_floor(clock.now()) == QueueFloor(0, 3)
+        assert h.app.ledger.queue.floor(clock.now()) == QueueFloor(0, 3)
         clock.advance(timedelta(minutes=30))
         h.tick()
         assert floor_of(h) == 3

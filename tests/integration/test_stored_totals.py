@@ -69,7 +69,7 @@ def counted_by_brute_force(ledger: Ledger) -> tuple[int, int, int]:
 
 
 def shown(ledger: Ledger, now: datetime) -> tuple[int, int, int]:
-    snap = ledger.snapshot(now, timedelta(days=3))
+    snap = ledger.views.snapshot(now, timedelta(days=3))
     return snap.by_state.get("stored", 0), snap.stored_files, snap.stored_bytes
 
 
@@ -119,10 +119,10 @@ def test_totals_are_exact_across_folds_and_read_only_past_the_watermark(
 def test_the_other_states_are_counted_on_every_read(ledger: Ledger) -> None:
     add_request(ledger, State.QUEUED, None, [])
     add_request(ledger, State.REJECTED, None, [])
-    assert ledger.snapshot(T0, timedelta(days=3)).by_state == {"queued": 1, "rejected": 1}
+    assert ledger.views.snapshot(T0, timedelta(days=3)).by_state == {"queued": 1, "rejected": 1}
     add_request(ledger, State.DEAD, None, [])
     add_request(ledger, State.QUEUED, None, [])
-    snap = ledger.snapshot(T0 + timedelta(seconds=15), timedelta(days=3))
+    snap = ledger.views.snapshot(T0 + timedelta(seconds=15), timedelta(days=3))
     assert snap.by_state == {"queued": 2, "rejected": 1, "dead": 1}
     assert "stored" not in snap.by_state
 
@@ -135,7 +135,7 @@ def test_a_new_process_starts_from_the_recorded_totals(
     add_request(ledger, State.STORED, T0 - timedelta(days=30), [("stored", 100), ("stored", 50)])
     add_request(ledger, State.STORED, None, [("stored", 7)])
     seen = ranges_read(monkeypatch)
-    ledger.save_stored_totals(T0)  # the first record counts the history once
+    ledger.views.save_stored_totals(T0)  # the first record counts the history once
     mark = T0 - totals.LAG
     assert seen == [(None, mark)]
 
@@ -147,7 +147,7 @@ def test_a_new_process_starts_from_the_recorded_totals(
 
     # hours on, a tick moves the record up; the next process starts from there
     now += timedelta(hours=4)
-    ledger.save_stored_totals(now)
+    ledger.views.save_stored_totals(now)
     assert seen[2:] == [(mark, now - totals.LAG)]
     del seen[:]
     third = Ledger(ledger.sessions, budget_limit=100)
@@ -156,7 +156,7 @@ def test_a_new_process_starts_from_the_recorded_totals(
 
     # a process whose watermark is behind the record (``later`` started from the older one;
     # its clock lags) does not move the record back
-    later.save_stored_totals(now - timedelta(hours=3))
+    later.views.save_stored_totals(now - timedelta(hours=3))
     with ledger.sessions() as session:
         row = session.get(ServiceState, totals.RECORD_KEY)
         assert row is not None and row.until == now - totals.LAG and row.value == "3 4 160"
@@ -177,7 +177,7 @@ def test_an_unreadable_record_is_counted_again_and_rewritten(
     fresh = Ledger(ledger.sessions, budget_limit=100)
     assert shown(fresh, T0) == counted_by_brute_force(ledger) == (1, 1, 100)
     assert seen[0] == (None, T0 - totals.LAG)
-    fresh.save_stored_totals(T0 + timedelta(hours=2))
+    fresh.views.save_stored_totals(T0 + timedelta(hours=2))
     with ledger.sessions() as session:
         row = session.get(ServiceState, totals.RECORD_KEY)
         assert row is not None and row.value == "1 1 100"

@@ -24,7 +24,7 @@ def stored_files(h: Harness) -> list[Path]:
 
 
 def assert_stored_and_verified(h: Harness, request_id: int) -> dict[str, object]:
-    request = h.app.ledger.get(request_id)
+    request = h.app.ledger.requests.get(request_id)
     assert request is not None and request.state == State.STORED, request
     folder = h.files_root / str(request.storage_prefix)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -60,7 +60,7 @@ def test_happy_path_to_stored_and_verified_files(
         for folder in [h.files_root, *(p for p in h.files_root.rglob("*") if p.is_dir())]:
             assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
         # the audit trail tells the whole story
-        history = [e.to_state for e in h.app.ledger.events(1)]
+        history = [e.to_state for e in h.app.ledger.requests.events(1)]
         assert history == ["queued", "submitting", "submitted", "done", "fetching", "stored"]
         assert h.emulator.rate_limited_count() == 0
         assert h.emulator.s3_calls_with_authorization() == []
@@ -157,7 +157,7 @@ def test_a_failed_job_is_resubmitted(database_url: str, tmp_path: Path, clock: F
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(42)
         h.tick()
-        first = h.app.ledger.get(1)
+        first = h.app.ledger.requests.get(1)
         assert first is not None and first.remote_request_id is not None
         h.emulator.fail(first.remote_request_id, "Query timed out")
         clock.advance(timedelta(minutes=30))
@@ -166,7 +166,7 @@ def test_a_failed_job_is_resubmitted(database_url: str, tmp_path: Path, clock: F
         h.run_until(h.all_final)
         request = assert_stored_and_verified(h, 1)
         assert request["amplitude_request_id"] != first.remote_request_id
-        reasons = [e.reason for e in h.app.ledger.events(1)]
+        reasons = [e.reason for e in h.app.ledger.requests.events(1)]
         assert any("Query timed out" in r for r in reasons)
         assert len(h.emulator.posts()) == 2
 
@@ -183,7 +183,7 @@ def test_a_job_that_keeps_failing_dies_with_its_reason(
     ) as h:
         h.enqueue(42)
         h.run_until(h.all_final)
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.state == State.DEAD
         assert "failed 2 times" in (request.reason or "")
         assert len(h.emulator.posts()) == 2
@@ -195,7 +195,7 @@ def test_an_expired_result_is_resubmitted(
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(77)
         h.tick()
-        request = h.app.ledger.get(1)
+        request = h.app.ledger.requests.get(1)
         assert request is not None and request.remote_request_id is not None
         first_remote = request.remote_request_id
         h.emulator.complete(first_remote)
@@ -203,7 +203,7 @@ def test_an_expired_result_is_resubmitted(
         h.emulator.faults.set("s3", http_5xx_rate=1.0)
         clock.advance(timedelta(minutes=30))
         h.tick()
-        assert h.app.ledger.get(1).state in (State.DONE, State.FETCHING)  # type: ignore[union-attr]
+        assert h.app.ledger.requests.get(1).state in (State.DONE, State.FETCHING)  # type: ignore[union-attr]
         # ...until they expire (two days after done)
         clock.advance(timedelta(days=2))
         report = h.tick()
@@ -212,7 +212,7 @@ def test_an_expired_result_is_resubmitted(
         h.run_until(h.all_final)
         manifest = assert_stored_and_verified(h, 1)
         assert manifest["amplitude_request_id"] != first_remote
-        assert [e.to_state for e in h.app.ledger.events(1)].count("expired") == 1
+        assert [e.to_state for e in h.app.ledger.requests.events(1)].count("expired") == 1
 
 
 def test_a_torn_download_is_retried_and_never_left_under_its_final_name(
@@ -221,7 +221,7 @@ def test_a_torn_download_is_retried_and_never_left_under_its_final_name(
     with harness(database_url, tmp_path, clock, emulator_options=FAST) as h:
         h.enqueue(88, "2025-01-01", "2025-01-31")
         h.tick()
-        remote = h.app.ledger.get(1).remote_request_id  # type: ignore[union-attr]
+        remote = h.app.ledger.requests.get(1).remote_request_id  # type: ignore[union-attr]
         assert remote is not None
         h.emulator.complete(remote)
         h.emulator.faults.script("s3", "torn", count=1)
@@ -235,7 +235,7 @@ def test_a_torn_download_is_retried_and_never_left_under_its_final_name(
         assert list(h.files_root.rglob(".*")) == []
         h.run_until(h.all_final)
         assert_stored_and_verified(h, 1)
-        errors = [f.last_error for f in h.app.ledger.files_of(1, remote)]
+        errors = [f.last_error for f in h.app.ledger.files.of(1, remote)]
         assert errors == [None, None]
 
 
@@ -263,12 +263,12 @@ def test_429_from_another_client_backs_off_across_ticks(
         report = h.tick()
         assert report.stopped_by == "rate limited"
         assert h.emulator.rate_limited_count() == 1
-        backoff = h.app.ledger.backoff_until(clock.now())
+        backoff = h.app.ledger.budget.backoff_until(clock.now())
         assert backoff is not None and backoff > clock.now() + timedelta(minutes=50)
         clock.advance(timedelta(minutes=30))
         h.tick()  # still backing off: no call at all
         assert len(h.emulator.calls("api")) == 1
-        assert h.app.ledger.get(1).state == State.QUEUED  # type: ignore[union-attr]
+        assert h.app.ledger.requests.get(1).state == State.QUEUED  # type: ignore[union-attr]
         h.run_until(h.all_final)
         assert h.emulator.rate_limited_count() == 1
 
@@ -284,7 +284,7 @@ def test_429_without_retry_after_backs_off_exponentially(
         waits = []
         for _ in range(3):
             h.tick()
-            until = h.app.ledger.backoff_until(clock.now())
+            until = h.app.ledger.budget.backoff_until(clock.now())
             assert until is not None
             waits.append((until - clock.now()).total_seconds())
             clock.set(until)
@@ -299,10 +299,11 @@ def test_a_crash_mid_submit_is_recovered(
         h.enqueue(5)
         h.tick()  # admitted and submitted
         # simulate a process that reserved, moved to submitting, and died before recording
-        h.app.ledger.update(1, clock.now(), state=State.SUBMITTING)
+        with h.app.sessions() as session, session.begin():  # a state, written past the ledger
+            session.execute(text("UPDATE dsar_requests SET state = 'submitting' WHERE id = 1"))
         clock.advance(timedelta(minutes=30))
         h.tick()
-        events = h.app.ledger.events(1)
+        events = h.app.ledger.requests.events(1)
         assert any("POST outcome unknown" in e.reason for e in events)
         h.run_until(h.all_final)
         assert_stored_and_verified(h, 1)

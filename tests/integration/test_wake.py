@@ -30,7 +30,7 @@ def test_a_tick_stopped_by_a_full_window_wakes_when_budget_returns(
         h.enqueue(4242, "2024-01-01", "2025-12-31")
         submitted_at = clock.now()
         assert h.tick().submitted == 1
-        remote = h.app.ledger.get(1).remote_request_id  # type: ignore[union-attr]
+        remote = h.app.ledger.requests.get(1).remote_request_id  # type: ignore[union-attr]
         assert remote is not None
         h.emulator.complete(remote)
         clock.advance(timedelta(minutes=30))

@@ -60,7 +60,7 @@ class Harness:
         raise AssertionError(f"not done after {max_ticks} ticks: {self.states()}")
 
     def states(self) -> dict[str, int]:
-        snap = self.app.ledger.snapshot(self.clock.now(), timedelta(days=3))
+        snap = self.app.ledger.views.snapshot(self.clock.now(), timedelta(days=3))
         return snap.by_state
 
     def all_final(self) -> bool:

@@ -96,6 +96,21 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after(None, now) is None
 
 
+def test_an_http_date_retry_after_is_read_against_the_injected_clock() -> None:
+    answer = httpx.Response(429, headers={"Retry-After": "Thu, 01 Jan 2026 00:01:00 GMT"})
+    c = AmplitudeClient(
+        BASE,
+        "key",
+        "secret",
+        transport=httpx.MockTransport(lambda _: answer),
+        now=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    with pytest.raises(ApiError) as info:
+        c.status(1)
+    assert info.value.kind is ErrorKind.RATE_LIMITED
+    assert info.value.retry_after == 60
+
+
 def test_status_parsing() -> None:
     done = parse_status(
         {

@@ -127,7 +127,7 @@ def test_transitions_are_counted_each_and_logged_with_admissions_summarised(
     shows only at debug level."""
     from datetime import UTC, datetime
 
-    from dsar_scheduler.ledger import Transition
+    from dsar_scheduler.ledger.rows import Transition
     from dsar_scheduler.metrics import Metrics
     from dsar_scheduler.tick import transition_listener
     from tests.support.faultkit import metric

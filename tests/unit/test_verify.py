@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsar_scheduler.adapters import verify as verify_module
 from dsar_scheduler.adapters.verify import GzipJsonLinesVerifier, VerificationError, VerifiedFile
+from dsar_scheduler.adapters.verify import verifier as verify_module
 
 MIB = 2**20
 
