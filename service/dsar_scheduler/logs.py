@@ -41,9 +41,9 @@ REDACTED = "[redacted]"
 
 
 class _Scrubber:
-    """Runs on every line (a tick that admits 5,000 rows writes 5,000): each key's verdict
-    and each short text's cleaned form are remembered, so a line costs a few dictionary
-    lookups rather than a dozen substring searches and regular expressions."""
+    """Runs on every line (a tick that admits many rows writes a line for each): each key's
+    verdict and each short text's cleaned form are remembered, so a line costs a few
+    dictionary lookups rather than a dozen substring searches and regular expressions."""
 
     #: keys whose values this module's own processors write (never caller data)
     _OWN_KEYS = frozenset({"timestamp", "level", "logger"})
@@ -125,6 +125,8 @@ def configure(
     secrets: Iterable[str | None] = (),
     auth_pairs: Iterable[tuple[str, str]] = (),
 ) -> None:
+    """Every log line, ours and the libraries', to stderr as JSON (or console text), with
+    secrets and (unless ``subject_ids``) subject ids scrubbed out."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -146,6 +148,15 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _route_standard_logging(threshold, timestamper, scrubber, renderer)
+    _route_uncaught_exceptions()
+
+
+def _route_standard_logging(
+    threshold: int, timestamper: Any, scrubber: _Scrubber, renderer: Any
+) -> None:
+    """The standard library's records (libraries, warnings) through the same timestamper,
+    scrubber and renderer as structlog's."""
     handler = _StderrHandler(threshold)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -168,7 +179,6 @@ def configure(
     for name in ("httpx", "httpcore", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger
-    _route_uncaught_exceptions()
 
 
 def reset() -> None:

@@ -63,9 +63,9 @@ _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 def utc(dt: datetime) -> datetime:
     """Aware UTC from a naive-UTC or aware datetime (databases hand back naive ones).
 
-    By arithmetic from the epoch, exact to the microsecond: ``replace(tzinfo=UTC)`` costs a
-    microsecond a call (its keywords are parsed each time), five times as much, and a tick
-    converts some 50,000 timestamps read from the ledger."""
+    By arithmetic from the epoch, exact to the microsecond: ``replace(tzinfo=UTC)`` parses its
+    keywords on every call and costs several times as much, and a tick converts every
+    timestamp it reads from the ledger."""
     return _EPOCH_UTC + (dt - _EPOCH) if dt.tzinfo is None else dt.astimezone(UTC)
 
 

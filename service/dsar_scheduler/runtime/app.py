@@ -6,6 +6,7 @@ import gc
 import random
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import Engine, text
@@ -88,15 +89,9 @@ def build_app(
         download_timeout=settings.download_timeout_seconds,
         transport=transport,
         download_transport=download_transport,
+        now=clock.now,
     )
-    storage = open_storage(
-        settings.storage_url,
-        s3_sse=settings.s3_sse,
-        s3_kms_key_id=settings.s3_kms_key_id,
-        s3_endpoint_url=settings.s3_endpoint_url,
-    )
-    from datetime import timedelta
-
+    storage = _open_storage(settings)
     metrics.watch_ledger(
         ledger,
         clock.now,
@@ -118,13 +113,22 @@ def build_app(
     )
 
 
+def _open_storage(settings: Settings) -> Storage:
+    return open_storage(
+        settings.storage_url,
+        s3_sse=settings.s3_sse,
+        s3_kms_key_id=settings.s3_kms_key_id,
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )
+
+
 def freeze_startup_heap() -> None:
     """Leave what startup built out of the garbage collector's full passes (``gc.freeze``).
 
-    The modules and the app, over 100,000 objects, live as long as the process, yet every
-    full collection walked them all again: one ran in each busy tick, 60-75 ms of a 1.6 s
-    tick on the bench machine, 3-5 ms once they are frozen. Called by the process entry
-    points (``dsar run``, ``dsar tick``) once the app is built, never by ``build_app``: a
-    test process builds many apps, and cyclic garbage frozen is never collected."""
+    The modules and the app live as long as the process, yet every full collection would
+    walk them all again, and a busy tick runs one: frozen, they are skipped. Called by the
+    process entry points (``dsar run``, ``dsar tick``) once the app is built, never by
+    ``build_app``: a test process builds many apps, and cyclic garbage frozen is never
+    collected."""
     gc.collect()  # what startup already dropped is collected, not frozen
     gc.freeze()

@@ -234,7 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dsar-scheduler {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_service_verbs(sub)
+    _add_queue_verbs(sub)
+    _add_request_verbs(sub)
+    _add_tool_verbs(sub)
+    return parser
 
+
+_Verbs = argparse._SubParsersAction  # what add_subparsers returns
+
+
+def _add_service_verbs(sub: _Verbs[argparse.ArgumentParser]) -> None:
+    """The service itself: its schema, the daemon, one tick."""
     sub.add_parser(
         "migrate",
         help="create or upgrade the database schema (Alembic head); "
@@ -251,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         "deployments. Exit 1 if the tick failed",
     ).set_defaults(func=cmd_tick)
 
+
+def _add_queue_verbs(sub: _Verbs[argparse.ArgumentParser]) -> None:
+    """The queue contract from the command line: put rows in, see what became of them."""
     enqueue = sub.add_parser(
         "enqueue",
         help="insert queue rows, as an upstream system would",
@@ -279,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
+
+def _add_request_verbs(sub: _Verbs[argparse.ArgumentParser]) -> None:
+    """An operator's hand on one request."""
     for verb, func, text in (
         (
             "retry",
@@ -298,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         operate.add_argument("--reason", help="why, for the audit trail")
         operate.set_defaults(func=func)
 
+
+def _add_tool_verbs(sub: _Verbs[argparse.ArgumentParser]) -> None:
+    """The demo, the simulator and the container's health check."""
     demo = sub.add_parser(
         "demo",
         help="the main job on the embedded default: SQLite, local "
@@ -333,7 +353,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     health.add_argument("--port", type=int, help="default DSAR_METRICS_PORT")
     health.set_defaults(func=cmd_healthcheck)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

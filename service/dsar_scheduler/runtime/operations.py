@@ -40,7 +40,7 @@ def _by(note: str | None) -> str:
 
 def retry(ledger: Ledger, request_id: int, now: datetime, note: str | None = None) -> Outcome:
     """Put a dead, failed, expired or cancelled request back in the queue, limits reset."""
-    request = ledger.get(request_id)
+    request = ledger.requests.get(request_id)
     if request is None:
         return Outcome(False, f"no request {request_id}")
     state = State(request.state)
@@ -59,7 +59,7 @@ def retry(ledger: Ledger, request_id: int, now: datetime, note: str | None = Non
             "Only dead, failed, expired or cancelled requests can be retried",
         )
     reason = f"retry {_by(note)}; it was {state.value}: {request.reason or '-'}"
-    moved = ledger.move(
+    moved = ledger.requests.move(
         request_id,
         {state},
         State.QUEUED,
@@ -80,7 +80,7 @@ def retry(ledger: Ledger, request_id: int, now: datetime, note: str | None = Non
 def cancel(ledger: Ledger, request_id: int, now: datetime, note: str | None = None) -> Outcome:
     """Stop all work on a request not yet stored. Amplitude's API has no way to cancel a
     remote job: it is left to finish (or expire) there, and its results are not fetched."""
-    request = ledger.get(request_id)
+    request = ledger.requests.get(request_id)
     if request is None:
         return Outcome(False, f"no request {request_id}")
     state = State(request.state)
@@ -97,12 +97,14 @@ def cancel(ledger: Ledger, request_id: int, now: datetime, note: str | None = No
             "API cannot); its results will not be fetched"
         )
     stored = [
-        f for f in ledger.files_of(request_id, request.remote_request_id) if f.state == "stored"
+        f for f in ledger.files.of(request_id, request.remote_request_id) if f.state == "stored"
     ]
     if stored:
         parts.append(f"{len(stored)} file(s) already stored under {request.storage_prefix}/ kept")
     reason = "; ".join(parts)
-    moved = ledger.move(request_id, {state}, State.CANCELLED, reason, now, next_action_at=None)
+    moved = ledger.requests.move(
+        request_id, {state}, State.CANCELLED, reason, now, next_action_at=None
+    )
     if moved is None:
         return Outcome(False, f"request {request_id} changed state meanwhile; try again")
     return Outcome(True, f"request {request_id}: {reason}")

@@ -11,16 +11,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from dsar_scheduler.adapters.clock import SystemClock
-from dsar_scheduler.adapters.db import File, Request
+from dsar_scheduler.adapters.db import File
 from dsar_scheduler.config import Settings
 from dsar_scheduler.core.states import State
 from dsar_scheduler.ledger import Ledger
+from dsar_scheduler.ledger.rows import RequestRow
 
 
 def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
     ledger = Ledger(sessionmaker(engine, expire_on_commit=False), settings.budget_limit)
     now = SystemClock().now()
-    snap = ledger.snapshot(now, timedelta(seconds=settings.completion_sla_seconds))
+    snap = ledger.views.snapshot(now, timedelta(seconds=settings.completion_sla_seconds))
     data: dict[str, Any] = {
         "queue_unadmitted": snap.queue_pending,
         "requests": {s.value: snap.by_state.get(s.value, 0) for s in State},
@@ -35,7 +36,7 @@ def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
         "past_sla": snap.past_sla,
         "last_successful_tick": snap.last_ok_tick,
     }
-    problems = ledger.in_state(State.DEAD, State.REJECTED)
+    problems = ledger.requests.in_state(State.DEAD, State.REJECTED)
     data["needs_attention"] = [
         {
             "request_id": r.id,
@@ -70,9 +71,10 @@ def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
 
 
 def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | None:
+    """One request's detail and history from the audit trail; ``None`` if there is none."""
     sessions = sessionmaker(engine, expire_on_commit=False)
     ledger = Ledger(sessions, 0)
-    request = ledger.get(request_id)
+    request = ledger.requests.get(request_id)
     if request is None:
         return None
     with sessions() as session:
@@ -90,10 +92,23 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
             "reason": e.reason,
             "amplitude_request_id": e.remote_request_id,
         }
-        for e in ledger.events(request_id)
+        for e in ledger.requests.events(request_id)
     ]
-    calls, cost = ledger.request_cost(request_id)
-    data: dict[str, Any] = {
+    calls, cost = ledger.budget.request_cost(request_id)
+    data = _request_data(request, files, history, calls, cost)
+    if as_json:
+        return json.dumps(data, default=str, indent=2)
+    return _request_text(request, files, data)
+
+
+def _request_data(
+    request: RequestRow,
+    files: list[File],
+    history: list[dict[str, Any]],
+    calls: int,
+    cost: int,
+) -> dict[str, Any]:
+    return {
         "request_id": request.id,
         "queue_id": request.queue_id,
         "external_ref": request.external_ref,
@@ -116,8 +131,9 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
         "history": history,
         "files": [_file(f) for f in files],
     }
-    if as_json:
-        return json.dumps(data, default=str, indent=2)
+
+
+def _request_text(request: RequestRow, files: list[File], data: dict[str, Any]) -> str:
     lines = [
         f"request {request.id} (queue row {request.queue_id}, "
         f"external_ref {request.external_ref or '-'}): {request.state}"
@@ -133,12 +149,12 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
     lines.append(
         f"  {request.submissions} submission(s), {request.failures} failure(s), "
         f"{request.expiries} expiry(ies), {request.errors} error(s) in a row; "
-        f"{calls} API call(s) costing {cost}"
+        f"{data['api_calls']} API call(s) costing {data['api_cost']}"
     )
     lines.append("history:")
     lines += [
         f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from'] or '-':>10} -> {h['to']:<10} {h['reason']}"
-        for h in history
+        for h in data["history"]
     ]
     if files:
         lines.append("files:")
@@ -149,7 +165,7 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
     return "\n".join(lines)
 
 
-def _next_step(request: Request, files: list[File]) -> str:
+def _next_step(request: RequestRow, files: list[File]) -> str:
     """What happens to the request next, in a sentence, from its state and bookkeeping."""
     state = State(request.state)
     due = request.next_action_at

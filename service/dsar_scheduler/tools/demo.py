@@ -1,4 +1,4 @@
-"""``dsar demo``: the main job on the embedded default, end to end, in about a minute.
+"""``dsar demo``: the main job on the embedded default, end to end, on a sped-up clock.
 
 SQLite under ./data/demo, local disk, the built-in emulator on loopback. One real second is
 thirty emulated minutes, so the daemon's one-second ticks are the production 30-minute ticks
@@ -23,7 +23,7 @@ import httpx
 from sqlalchemy import text
 
 from dsar_scheduler.adapters.clock import ScaledClock
-from dsar_scheduler.config import load_settings
+from dsar_scheduler.config import Settings, load_settings
 from dsar_scheduler.core.manifest import MANIFEST_NAME
 from dsar_scheduler.core.states import State
 from dsar_scheduler.logs import configure
@@ -34,6 +34,7 @@ from dsar_scheduler.tools.emulator import Emulator, EmulatorConfig
 
 SPEED = 1800.0  # emulated seconds per real second: a 30-minute tick each real second
 MARKER = ".dsar-demo"
+DEMO_KEY = "demo-org-key"
 
 
 def _say(line: str = "") -> None:
@@ -67,7 +68,7 @@ def run_demo(subjects: int, data_dir: Path, timeout: float, metrics_port: int | 
     clock = ScaledClock(SPEED)
     secret = secrets.token_urlsafe(16)
     config = EmulatorConfig(
-        api_key="demo-org-key",
+        api_key=DEMO_KEY,
         secret_key=secret,
         seed=2026,
         completion_min_s=3600,
@@ -77,20 +78,7 @@ def run_demo(subjects: int, data_dir: Path, timeout: float, metrics_port: int | 
     with Emulator(config, clock) as emulator:
         emulator.faults.set("api", http_5xx_rate=0.03)
         emulator.faults.script("s3", "torn", count=1)
-        settings = load_settings(
-            database_url=f"sqlite:///{data_dir}/dsar.db",
-            storage_url=f"file://{data_dir}/files",
-            api_base_url=emulator.api_base_url,
-            allow_http=True,
-            AMPLITUDE_API_KEY="demo-org-key",
-            AMPLITUDE_SECRET_KEY=secret,
-            tick_interval_seconds=1.0,
-            poll_interval_seconds=1800,
-            metrics_port=_free_port(metrics_port or 9471),
-            metrics_host="127.0.0.1",
-            log_format="console",
-            log_level="warning",
-        )
+        settings = _settings(data_dir, emulator.api_base_url, secret, metrics_port)
         configure(settings.log_format, settings.log_level)
         _say(f"dsar demo: SQLite {data_dir / 'dsar.db'}, files under {data_dir / 'files'}")
         _say(f"emulated Amplitude API at {emulator.api_base_url} (1 s = 30 emulated min)")
@@ -109,17 +97,7 @@ def run_demo(subjects: int, data_dir: Path, timeout: float, metrics_port: int | 
             daemon.stop()
         ok = _report(app, finished)
         _say(f"\n/metrics was served at {daemon.ops.url}/metrics; a few of its lines:")
-        for line in metrics_text.splitlines():
-            if line.startswith(
-                (
-                    "dsar_requests{",
-                    "dsar_files_stored_total",
-                    "dsar_api_calls_total",
-                    "dsar_budget_cost_in_window",
-                    "dsar_rate_limited_total",
-                )
-            ):
-                _say(f"  {line}")
+        _show_metrics(metrics_text)
         _say(f"/healthz said {health}")
         _say(
             f"emulator: {emulator.cost_spent_total()} cost spent, "
@@ -133,6 +111,38 @@ def run_demo(subjects: int, data_dir: Path, timeout: float, metrics_port: int | 
         else "\nDEMO FAILED: see above"
     )
     return 0 if ok else 1
+
+
+def _settings(data_dir: Path, api_base_url: str, secret: str, metrics_port: int | None) -> Settings:
+    return load_settings(
+        database_url=f"sqlite:///{data_dir}/dsar.db",
+        storage_url=f"file://{data_dir}/files",
+        api_base_url=api_base_url,
+        allow_http=True,
+        AMPLITUDE_API_KEY=DEMO_KEY,
+        AMPLITUDE_SECRET_KEY=secret,
+        tick_interval_seconds=1.0,
+        poll_interval_seconds=1800,
+        metrics_port=_free_port(metrics_port or 9471),
+        metrics_host="127.0.0.1",
+        log_format="console",
+        log_level="warning",
+    )
+
+
+def _show_metrics(metrics_text: str) -> None:
+    """The lines of a scrape that tell the demo's story."""
+    for line in metrics_text.splitlines():
+        if line.startswith(
+            (
+                "dsar_requests{",
+                "dsar_files_stored_total",
+                "dsar_api_calls_total",
+                "dsar_budget_cost_in_window",
+                "dsar_rate_limited_total",
+            )
+        ):
+            _say(f"  {line}")
 
 
 def _enqueue(app: App, subjects: int) -> None:
@@ -159,7 +169,7 @@ def _watch(app: App, clock: ScaledClock, timeout: float) -> bool:
     began, emulated0 = time.monotonic(), clock.now()
     last = ""
     while time.monotonic() - began < timeout:
-        snap = app.ledger.snapshot(clock.now(), timedelta(days=3))
+        snap = app.ledger.views.snapshot(clock.now(), timedelta(days=3))
         states = " ".join(f"{k}={v}" for k, v in sorted(snap.by_state.items()))
         line = f"{states} | files stored={snap.stored_files} | cost/h={snap.cost_in_window}"
         if line != last:
@@ -179,8 +189,8 @@ def _watch(app: App, clock: ScaledClock, timeout: float) -> bool:
 def _report(app: App, finished: bool) -> bool:
     if not finished:
         _say("timed out before every request reached a final state")
-    stored = app.ledger.in_state(State.STORED)
-    others = app.ledger.in_state(State.REJECTED, State.DEAD)
+    stored = app.ledger.requests.in_state(State.STORED)
+    others = app.ledger.requests.in_state(State.REJECTED, State.DEAD)
     _say("\nstored requests (files verified against manifest.json):")
     all_ok = finished and bool(stored)
     for request in stored:

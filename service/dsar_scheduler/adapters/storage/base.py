@@ -1,4 +1,4 @@
-"""The storage contract every backend (local disk now, S3 next) fulfils.
+"""The storage contract every backend (local disk, S3) fulfils.
 
 Keys are relative POSIX paths such as ``req-00000042/53367-0.json.gz``; nothing here assumes a
 filesystem, so an object store can implement the same protocol. The one promise that matters:
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from dsar_scheduler.adapters.verify import GzipJsonLinesVerifier, VerifiedFile
+from dsar_scheduler.adapters.verify.result import VerifiedFile
 
-__all__ = ["Storage", "StorageError", "validate_key", "validate_prefix"]
+__all__ = ["Storage", "StorageError", "StreamVerifier", "validate_key", "validate_prefix"]
 
 MAX_SEGMENT_BYTES = 200  # leaves room for the ".<name>.partial-<random>" temporary within 255
 
@@ -54,6 +54,23 @@ def validate_prefix(prefix: str) -> str:
     return validate_key(stripped) if stripped else ""
 
 
+class StreamVerifier(Protocol):
+    """What ``put_verified`` needs of a verifier (``adapters.verify.GzipJsonLinesVerifier``
+    is the one the service uses): fed every chunk, asked at the end, closed either way."""
+
+    def update(self, chunk: bytes) -> None:
+        """Check the next chunk; raise once the stream is visibly bad."""
+        ...
+
+    def finish(self) -> VerifiedFile:
+        """Check the stream ended where a complete file ends; its summary."""
+        ...
+
+    def close(self) -> None:
+        """Give up on the stream (harmless after ``finish``)."""
+        ...
+
+
 class Storage(Protocol):
     """Where result files and manifests are kept."""
 
@@ -61,7 +78,7 @@ class Storage(Protocol):
     """Where this is, e.g. ``file:///abs/root``; for logs and the demo. Never holds secrets."""
 
     def put_verified(
-        self, key: str, chunks: Iterable[bytes], verifier: GzipJsonLinesVerifier
+        self, key: str, chunks: Iterable[bytes], verifier: StreamVerifier
     ) -> VerifiedFile:
         """Stream ``chunks`` through ``verifier`` into a temporary; publish under ``key`` only
         when the chunks are exhausted and ``verifier.finish()`` succeeded (replacing an older

@@ -20,8 +20,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from dsar_scheduler.adapters.storage.base import StorageError, validate_key, validate_prefix
-from dsar_scheduler.adapters.verify import GzipJsonLinesVerifier, VerifiedFile
+from dsar_scheduler.adapters.storage.base import (
+    StorageError,
+    StreamVerifier,
+    validate_key,
+    validate_prefix,
+)
+from dsar_scheduler.adapters.verify.result import VerifiedFile
 
 __all__ = ["LocalStorage"]
 
@@ -107,7 +112,7 @@ class LocalStorage:
     # -- writing --------------------------------------------------------------------------
 
     def put_verified(
-        self, key: str, chunks: Iterable[bytes], verifier: GzipJsonLinesVerifier
+        self, key: str, chunks: Iterable[bytes], verifier: StreamVerifier
     ) -> VerifiedFile:
         """Stream, verify and publish atomically; see ``Storage.put_verified``."""
         path = self._path(key)

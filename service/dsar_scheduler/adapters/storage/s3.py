@@ -24,27 +24,31 @@ import builtins
 import errno
 import hashlib
 import secrets
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, NoReturn, TypedDict
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    CredentialRetrievalError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from dsar_scheduler.adapters.clock import Clock, SystemClock
-from dsar_scheduler.adapters.storage.base import StorageError, validate_key, validate_prefix
-from dsar_scheduler.adapters.verify import GzipJsonLinesVerifier, VerifiedFile
+from dsar_scheduler.adapters.storage.base import (
+    StorageError,
+    StreamVerifier,
+    validate_key,
+    validate_prefix,
+)
+from dsar_scheduler.adapters.storage.s3_errors import (
+    DENIED,
+    NO_BUCKET,
+    NOT_FOUND,
+    client_error_text,
+    raise_storage_error,
+    storage_errors,
+)
+from dsar_scheduler.adapters.verify.result import VerifiedFile
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -61,18 +65,6 @@ DEFAULT_PAGE_SIZE = 1000
 DEFAULT_PARTIAL_MIN_AGE = timedelta(hours=1)
 PROBE_PREFIX = ".dsar-probe-"  # dot-names are never valid keys, so a probe never meets data
 
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
-_NO_BUCKET = {"NoSuchBucket"}
-_DENIED = {"403", "AccessDenied", "AllAccessDisabled", "AccountProblem", "Forbidden"}
-_BAD_CREDENTIALS = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "InvalidClientTokenId",
-}
-
 
 class _Encryption(TypedDict, total=False):
     ServerSideEncryption: SseMode
@@ -81,16 +73,6 @@ class _Encryption(TypedDict, total=False):
 
 def _md5(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
-
-
-def _client_error_text(exc: ClientError) -> tuple[str, str]:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code") or "")
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    message = str(error.get("Message") or "")
-    if not code and status:
-        code = str(status)
-    return code, f"{code}: {message}" if message else code
 
 
 class S3Storage:
@@ -159,7 +141,7 @@ class S3Storage:
     # -- writing --------------------------------------------------------------------------
 
     def put_verified(
-        self, key: str, chunks: Iterable[bytes], verifier: GzipJsonLinesVerifier
+        self, key: str, chunks: Iterable[bytes], verifier: StreamVerifier
     ) -> VerifiedFile:
         """Stream, verify and publish; see ``Storage.put_verified``.
 
@@ -311,10 +293,10 @@ class S3Storage:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            code, detail = _client_error_text(exc)
-            if code in _NOT_FOUND | _NO_BUCKET:
+            code, detail = client_error_text(exc)
+            if code in NOT_FOUND | NO_BUCKET:
                 raise StorageError(f"bucket {self.bucket!r} does not exist ({detail})") from exc
-            if code in _DENIED:
+            if code in DENIED:
                 raise StorageError(f"access denied to bucket {self.bucket!r} ({detail})") from exc
             self._raise(exc, "checking", "")
         except BotoCoreError as exc:
@@ -382,45 +364,14 @@ class S3Storage:
     def _not_found(self, name: str) -> FileNotFoundError:
         return FileNotFoundError(errno.ENOENT, "no such object", self._where(name))
 
-    @contextmanager
-    def _errors(self, action: str, name: str, missing_ok: bool = False) -> Iterator[None]:
-        """Turn botocore's exceptions into ``StorageError``. With ``missing_ok`` a missing
-        object or upload (not a missing bucket) is swallowed: the code after the ``with``
-        block runs, so the caller says what "missing" means."""
-        try:
-            yield
-        except ClientError as exc:
-            code, _ = _client_error_text(exc)
-            if missing_ok and code in _NOT_FOUND | {"NoSuchUpload"}:
-                return
-            self._raise(exc, action, name)
-        except BotoCoreError as exc:
-            self._raise(exc, action, name)
+    def _errors(
+        self, action: str, name: str, missing_ok: bool = False
+    ) -> AbstractContextManager[None]:
+        """See ``storage_errors``: botocore's exceptions as ``StorageError`` naming ``name``."""
+        return storage_errors(self.bucket, action, self._where(name), missing_ok)
 
     def _raise(self, exc: Exception, action: str, name: str) -> NoReturn:
-        where = self._where(name)
-        if isinstance(exc, ClientError):
-            code, detail = _client_error_text(exc)
-            if code in _NO_BUCKET:
-                message = f"bucket {self.bucket!r} does not exist ({action} {where})"
-            elif code in _DENIED:
-                message = f"access denied {action} {where} ({detail})"
-            elif code in _BAD_CREDENTIALS:
-                message = f"credentials refused {action} {where} ({detail})"
-            else:
-                message = f"S3 error {action} {where} ({detail})"
-        elif isinstance(exc, NoCredentialsError | PartialCredentialsError):
-            message = (
-                f"no AWS credentials {action} {where} (looked in the standard chain: "
-                "environment, shared config and credentials files, container or instance role)"
-            )
-        elif isinstance(exc, CredentialRetrievalError):
-            message = f"cannot get AWS credentials {action} {where} ({exc})"
-        elif isinstance(exc, BotoConnectionError):
-            message = f"cannot reach S3 {action} {where} ({exc})"
-        else:
-            message = f"S3 error {action} {where} ({type(exc).__name__}: {exc})"
-        raise StorageError(message) from exc
+        raise_storage_error(exc, self.bucket, action, self._where(name))
 
 
 def _older(when: datetime | None, cutoff: datetime) -> bool:

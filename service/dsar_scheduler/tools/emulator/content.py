@@ -204,7 +204,7 @@ class _Profile:
 def _profile(spec: FileSpec) -> _Profile:
     rng = random.Random(f"dsar-profile:{spec.seed}:{spec.amplitude_id}:{spec.project_id}")
     return _Profile(
-        device_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        device_id=_uuid4(rng),
         platform=rng.choice(_PLATFORMS),
         place=rng.choice(_PLACES),
         version_name=f"{rng.randint(1, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 9)}",
@@ -222,14 +222,12 @@ def _event(
     session_start: datetime,
     event_id: int,
 ) -> dict[str, Any]:
-    platform, os_name, os_version, device_family, library = profile.platform
-    country, region, city, language = profile.place
+    """One event as Amplitude exports it; the fields keep Amplitude's order, and the RNG is
+    drawn in the same order for every event, so a file's bytes depend on its seed only."""
     event_type = rng.choice(_EVENT_TYPES)
-    client_time = when - timedelta(milliseconds=rng.randint(0, 900))
-    uploaded = when + timedelta(milliseconds=rng.randint(50, 30_000))
-    processed = uploaded + timedelta(milliseconds=rng.randint(5, 2_000))
+    times = _event_times(rng, when, profile.user_created, session_start)
     return {
-        "$insert_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "$insert_id": _uuid4(rng),
         "$schema": 12,
         "amplitude_id": spec.amplitude_id,
         "app": spec.project_id,
@@ -237,15 +235,42 @@ def _event(
         "device_id": profile.device_id,
         "event_id": event_id,
         "event_type": event_type,
+        **times,
+        "uuid": _uuid4(rng),
+        **_device_and_place(profile),
+        "event_properties": _event_properties(event_type, rng),
+        "user_properties": {"plan": rng.choice(("free", "plus", "pro")), "beta_user": False},
+        "group_properties": {},
+        "groups": {},
+        "data": {},
+        "paying": None,
+        "sample_rate": None,
+        "is_attribution_event": False,
+    }
+
+
+def _event_times(
+    rng: random.Random, when: datetime, user_created: datetime, session_start: datetime
+) -> dict[str, Any]:
+    client_time = when - timedelta(milliseconds=rng.randint(0, 900))
+    uploaded = when + timedelta(milliseconds=rng.randint(50, 30_000))
+    processed = uploaded + timedelta(milliseconds=rng.randint(5, 2_000))
+    return {
         "event_time": _fmt(when),
         "client_event_time": _fmt(client_time),
         "client_upload_time": _fmt(uploaded - timedelta(milliseconds=40)),
         "server_received_time": _fmt(uploaded),
         "server_upload_time": _fmt(uploaded),
         "processed_time": _fmt(processed),
-        "user_creation_time": _fmt(profile.user_created),
+        "user_creation_time": _fmt(user_created),
         "session_id": int(session_start.timestamp() * 1000),
-        "uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+    }
+
+
+def _device_and_place(profile: _Profile) -> dict[str, Any]:
+    platform, os_name, os_version, device_family, library = profile.platform
+    country, region, city, language = profile.place
+    return {
         "platform": platform,
         "os_name": os_name,
         "os_version": os_version,
@@ -258,15 +283,11 @@ def _event(
         "language": language,
         "ip_address": profile.ip_address,
         "library": library,
-        "event_properties": _event_properties(event_type, rng),
-        "user_properties": {"plan": rng.choice(("free", "plus", "pro")), "beta_user": False},
-        "group_properties": {},
-        "groups": {},
-        "data": {},
-        "paying": None,
-        "sample_rate": None,
-        "is_attribution_event": False,
     }
+
+
+def _uuid4(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def _event_properties(event_type: str, rng: random.Random) -> dict[str, Any]:

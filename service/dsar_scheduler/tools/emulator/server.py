@@ -53,7 +53,8 @@ App = Callable[[HttpRequest], HttpResponse]
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    #: The stdlib's backlog of 5 drops SYNs under a burst of connects (1 s retransmit each).
+    #: The stdlib's backlog of 5 drops SYNs under a burst of connects (each then waits for a
+    #: SYN retransmit).
     request_queue_size = 128
 
     def __init__(
@@ -92,8 +93,8 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    #: Headers and body go out in separate writes: without this, Nagle + delayed ACK add
-    #: ~40 ms to every keep-alive response.
+    #: Headers and body go out in separate writes: without this, Nagle + delayed ACK add a
+    #: delayed-ACK wait to every keep-alive response.
     disable_nagle_algorithm = True
     #: Idle keep-alive connections are closed after this many (real) seconds.
     timeout = 30

@@ -28,56 +28,10 @@ def register(sub: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    traffic = p.add_argument_group("traffic")
-    traffic.add_argument("--hours", type=float, default=72.0, help="simulated hours (72)")
-    traffic.add_argument("--arrivals", type=float, default=0.0, help="subjects per hour (0)")
-    traffic.add_argument("--backlog", type=int, default=0, help="subjects queued at the start")
-    traffic.add_argument("--months", type=int, default=13, help="months per request (13)")
-    traffic.add_argument("--projects", type=int, default=2, help="projects per subject (2)")
-    amplitude = p.add_argument_group("Amplitude (the emulator)")
-    amplitude.add_argument("--completion-min-h", type=float, default=1.0)
-    amplitude.add_argument("--completion-max-h", type=float, default=72.0)
-    amplitude.add_argument(
-        "--completion-mode-h",
-        type=float,
-        default=None,
-        help="triangular completion times with this mode (default: uniform min..max)",
-    )
-    amplitude.add_argument("--fail-rate", type=float, default=0.0)
-    amplitude.add_argument("--budget", type=int, default=14_400, help="org budget per hour")
-    amplitude.add_argument(
-        "--latency-ms", type=float, default=0.0, help="virtual time per HTTP request (0)"
-    )
-    service = p.add_argument_group("the service")
-    service.add_argument(
-        "--policy",
-        choices=("planner", "baseline", "both"),
-        default="planner",
-        help="both: run the baseline and the planner on the same workload",
-    )
-    service.add_argument("--fraction", type=float, default=1.0, help="budget share used (1)")
-    service.add_argument("--tick-minutes", type=float, default=30.0)
-    service.add_argument("--poll-interval-minutes", type=float, default=30.0)
-    service.add_argument("--max-poll-gap-hours", type=float, default=8.0)
-    service.add_argument("--submit-batch-size", type=int, default=None)
-    service.add_argument(
-        "--no-wake-early",
-        action="store_true",
-        help="tick only on the interval (the daemon wakes sooner when work falls due)",
-    )
-    run = p.add_argument_group("the run")
-    run.add_argument("--warmup-hours", type=float, default=None, help="default: half the run")
-    run.add_argument("--seed", type=int, default=1)
-    run.add_argument(
-        "--scale",
-        type=float,
-        default=1.0,
-        help="run at 1/SCALE of the budget and traffic and report users/hour x SCALE",
-    )
-    run.add_argument("--database-url", default=None, help="an empty database (default: temp)")
-    run.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    run.add_argument("--chart", type=Path, default=None, help="write a PNG chart here")
-    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _traffic_arguments(p)
+    _amplitude_arguments(p)
+    _service_arguments(p)
+    _run_arguments(p)
     p.set_defaults(func=main, needs_settings=False)
 
 
@@ -132,3 +86,65 @@ def main(_settings: Any, args: argparse.Namespace) -> int:
 def _progress(line: str) -> None:
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+def _traffic_arguments(parser: argparse.ArgumentParser) -> None:
+    traffic = parser.add_argument_group("traffic")
+    traffic.add_argument("--hours", type=float, default=72.0, help="simulated hours (72)")
+    traffic.add_argument("--arrivals", type=float, default=0.0, help="subjects per hour (0)")
+    traffic.add_argument("--backlog", type=int, default=0, help="subjects queued at the start")
+    traffic.add_argument("--months", type=int, default=13, help="months per request (13)")
+    traffic.add_argument("--projects", type=int, default=2, help="projects per subject (2)")
+
+
+def _amplitude_arguments(parser: argparse.ArgumentParser) -> None:
+    amplitude = parser.add_argument_group("Amplitude (the emulator)")
+    amplitude.add_argument("--completion-min-h", type=float, default=1.0)
+    amplitude.add_argument("--completion-max-h", type=float, default=72.0)
+    amplitude.add_argument(
+        "--completion-mode-h",
+        type=float,
+        default=None,
+        help="triangular completion times with this mode (default: uniform min..max)",
+    )
+    amplitude.add_argument("--fail-rate", type=float, default=0.0)
+    amplitude.add_argument("--budget", type=int, default=14_400, help="org budget per hour")
+    amplitude.add_argument(
+        "--latency-ms", type=float, default=0.0, help="virtual time per HTTP request (0)"
+    )
+
+
+def _service_arguments(parser: argparse.ArgumentParser) -> None:
+    service = parser.add_argument_group("the service")
+    service.add_argument(
+        "--policy",
+        choices=("planner", "baseline", "both"),
+        default="planner",
+        help="both: run the baseline and the planner on the same workload",
+    )
+    service.add_argument("--fraction", type=float, default=1.0, help="budget share used (1)")
+    service.add_argument("--tick-minutes", type=float, default=30.0)
+    service.add_argument("--poll-interval-minutes", type=float, default=30.0)
+    service.add_argument("--max-poll-gap-hours", type=float, default=8.0)
+    service.add_argument("--submit-batch-size", type=int, default=None)
+    service.add_argument(
+        "--no-wake-early",
+        action="store_true",
+        help="tick only on the interval (the daemon wakes sooner when work falls due)",
+    )
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    run = parser.add_argument_group("the run")
+    run.add_argument("--warmup-hours", type=float, default=None, help="default: half the run")
+    run.add_argument("--seed", type=int, default=1)
+    run.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="run at 1/SCALE of the budget and traffic and report users/hour x SCALE",
+    )
+    run.add_argument("--database-url", default=None, help="an empty database (default: temp)")
+    run.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    run.add_argument("--chart", type=Path, default=None, help="write a PNG chart here")
+    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dsar_scheduler.tools.simulate.run import Result
+from dsar_scheduler.tools.simulate.result import Result
 
 
 def _duration(seconds: float | None) -> str:
@@ -21,10 +21,21 @@ def _duration(seconds: float | None) -> str:
 def table(result: Result) -> str:
     f = result.figures()
     w = result.workload
+    rows = _rows(f, w.warmup, w.hours)
+    width = max(len(name) for name, _ in rows)
+    lines = [f"dsar simulate: {w.describe()}", ""]
+    lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
+    if f["emulator_errors"]:
+        lines.append(f"  emulator errors: {f['emulator_errors'][:3]}")
+    return "\n".join(lines)
+
+
+def _rows(f: dict[str, Any], warmup: float, hours: float) -> list[tuple[str, str]]:
+    """(name, value) of each line of the table, from the run's ``figures()``."""
     cost = f["cost_per_user"]
-    rows: list[tuple[str, str]] = [
+    return [
         (
-            f"users per hour (steady, h {w.warmup:g}-{w.hours:g})",
+            f"users per hour (steady, h {warmup:g}-{hours:g})",
             f"{f['users_per_hour']:.1f}",
         ),
         ("users per hour (whole run)", f"{f['users_per_hour_overall']:.1f}"),
@@ -65,12 +76,6 @@ def table(result: Result) -> str:
             f"{f['ticks']:,} / {f['api_calls']:,} / {f['wall_seconds']:.0f} s",
         ),
     ]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"dsar simulate: {w.describe()}", ""]
-    lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
-    if f["emulator_errors"]:
-        lines.append(f"  emulator errors: {f['emulator_errors'][:3]}")
-    return "\n".join(lines)
 
 
 def chart(results: list[Result], path: Path) -> None:

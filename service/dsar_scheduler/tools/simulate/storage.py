@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dsar_scheduler.adapters.storage.base import StorageError, validate_key, validate_prefix
-from dsar_scheduler.adapters.verify import GzipJsonLinesVerifier, VerifiedFile
+from dsar_scheduler.adapters.storage.base import (
+    StorageError,
+    StreamVerifier,
+    validate_key,
+    validate_prefix,
+)
+from dsar_scheduler.adapters.verify import VerifiedFile
 
 
 class SinkStorage:
@@ -23,7 +28,7 @@ class SinkStorage:
         self._keys: dict[str, set[str]] = {}
 
     def put_verified(
-        self, key: str, chunks: Iterable[bytes], verifier: GzipJsonLinesVerifier
+        self, key: str, chunks: Iterable[bytes], verifier: StreamVerifier
     ) -> VerifiedFile:
         validate_key(key)
         for chunk in chunks:
