@@ -3,6 +3,7 @@ a fake clock, and a clean environment (no DSAR_* or AMPLITUDE_* leaks in from th
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -36,6 +37,14 @@ def _reset_logging() -> Iterator[None]:
     yield
     structlog.reset_defaults()
     reset_logging()
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_heap() -> Iterator[None]:
+    """``dsar tick`` run in-process freezes the heap (as the real command does); a later test
+    that checks the freeze must not find it frozen already."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from dsar_scheduler.ledger.convert import (
     file_and_request,
     request_row,
 )
-from dsar_scheduler.ledger.requests import move_in
+from dsar_scheduler.ledger.requests import event_values, move_in
 from dsar_scheduler.ledger.rows import (
     FileRow,
     RequestRow,
@@ -83,18 +83,10 @@ class Files:
             request.reason, request.storage_prefix = f"done with {len(urls)} file(s)", prefix
             session.add_all(_listed(request_id, remote_id, urls, names))
             reason = f"done: {len(urls)} file(s), expires {expires.isoformat()}"
-            session.add(
-                Event(
-                    request_id=request_id,
-                    at=now,
-                    from_state=State.SUBMITTED,
-                    to_state=State.DONE,
-                    remote_request_id=remote_id,
-                    reason=reason,
-                )
-            )
+            done = Transition(request_id, State.SUBMITTED, State.DONE, reason, remote_id, now)
+            session.add(Event(**event_values(done)))
             row = request_row(request)
-        self._notify([Transition(request_id, State.SUBMITTED, State.DONE, reason, remote_id, now)])
+        self._notify([done])
         return row
 
     def completed_unrecorded(self) -> list[RequestRow]:
@@ -228,16 +220,9 @@ class Files:
                 select(Request).where(Request.id == request_id).with_for_update()
             )
             if reason is not None and request is not None and request.state != State.STORED:
-                session.add(
-                    Event(
-                        request_id=request_id,
-                        at=now,
-                        from_state=request.state,
-                        to_state=request.state,
-                        reason=reason,
-                        remote_request_id=request.remote_request_id,
-                    )
-                )
+                state, remote_id = request.state, request.remote_request_id
+                note = Transition(request_id, state, state, reason, remote_id, now)
+                session.add(Event(**event_values(note)))
 
 
 def _listed(
