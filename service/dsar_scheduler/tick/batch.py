@@ -5,27 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from dsar_scheduler.adapters.verify import VerifiedFile
 from dsar_scheduler.ledger.rows import CallTicket, Submitted
 from dsar_scheduler.tick import limits
-from dsar_scheduler.tick.context import Context
-
-
-@dataclass
-class Batch:
-    calls: list[tuple[CallTicket, str, int | None]] = field(default_factory=list)
-    #: Polls that found the job still running: (request id, polls so far, next poll).
-    running: list[tuple[int, int, datetime]] = field(default_factory=list)
-    #: Files stored and verified: (file id, bytes, sha256, events).
-    stored: list[tuple[int, int, str, int]] = field(default_factory=list)
-    #: POSTs accepted, their remote ids still to record.
-    submitted: list[Submitted] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.calls or self.running or self.stored or self.submitted)
+from dsar_scheduler.tick.context import Batch, Context
 
 
 @contextmanager

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from dsar_scheduler.adapters.amplitude import AmplitudeClient
 from dsar_scheduler.adapters.clock import Clock
@@ -23,16 +22,36 @@ from dsar_scheduler.core.outcomes import Limits
 from dsar_scheduler.core.policy import Policy
 from dsar_scheduler.core.states import State
 from dsar_scheduler.ledger import Ledger
-from dsar_scheduler.ledger.rows import CompletionSample, FileRow, PollCandidate, RequestRow
+from dsar_scheduler.ledger.rows import (
+    CallTicket,
+    CompletionSample,
+    FileRow,
+    PollCandidate,
+    RequestRow,
+    Submitted,
+)
 from dsar_scheduler.logs import get_logger
 from dsar_scheduler.metrics import Metrics
 from dsar_scheduler.tick import limits
 from dsar_scheduler.tick.report import StopTick, TickReport
 
-if TYPE_CHECKING:
-    from dsar_scheduler.tick.batch import Batch
-
 log = get_logger("dsar.tick")
+
+
+@dataclass
+class Batch:
+    """The writes of a chunk of calls, held back to be made in one transaction."""
+
+    calls: list[tuple[CallTicket, str, int | None]] = field(default_factory=list)
+    #: Polls that found the job still running: (request id, polls so far, next poll).
+    running: list[tuple[int, int, datetime]] = field(default_factory=list)
+    #: Files stored and verified: (file id, bytes, sha256, events).
+    stored: list[tuple[int, int, str, int]] = field(default_factory=list)
+    #: POSTs accepted, their remote ids still to record.
+    submitted: list[Submitted] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.calls or self.running or self.stored or self.submitted)
 
 
 @dataclass
@@ -76,11 +95,6 @@ def outcome_limits(settings: Settings) -> Limits:
     )
 
 
-def clock_speed(clock: Clock) -> float:
-    """The clock's seconds per wall second (the demo's ScaledClock): ticks are wall-timed."""
-    return float(getattr(clock, "speed", 1.0))
-
-
 class LedgerReads:
     """The ledger's answers to what a policy reads (``core.policy.PolicyReads``)."""
 
@@ -122,11 +136,20 @@ class LedgerReads:
         return self.ledger.budget.frees_at(now, amount)
 
 
+def lease_ttl(clock: Clock) -> timedelta:
+    """The lease's life in clock seconds: ``LEASE_TTL`` of wall time, so that on a fast clock
+    it still outlives a renewal (every ``LEASE_RENEW_EVERY`` wall seconds) and covers a process
+    stuck for as long as it would at speed 1."""
+    return limits.LEASE_TTL * clock.speed
+
+
 def keep_lease(ctx: Context) -> None:
     """Renew the tick lease when it is due; stop the tick if another replica took it."""
     if time.monotonic() - ctx.renewed < limits.LEASE_RENEW_EVERY:
         return
-    if not ctx.ledger.lease.acquire(ctx.owner, ctx.clock.now(), limits.LEASE_TTL, holder_is_gone):
+    if not ctx.ledger.lease.acquire(
+        ctx.owner, ctx.clock.now(), lease_ttl(ctx.clock), holder_is_gone
+    ):
         raise StopTick("tick lease lost")
     ctx.renewed = time.monotonic()
 
