@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from dsar_scheduler.adapters.amplitude.trust import is_loopback_url
 from dsar_scheduler.adapters.storage import parse_s3_url
 
 DEFAULT_CONFIG_FILES = ("config/dsar.toml", "config/dsar.yaml", "config/dsar.yml")
@@ -155,6 +156,11 @@ class Settings(BaseSettings):
     #: Pushgateway after each tick, under ``job=DSAR_PUSHGATEWAY_JOB`` (unset: no push).
     pushgateway_url: str | None = None
     pushgateway_job: str = Field(default="dsar", min_length=1)
+    #: Clock seconds per wall second, for whole-process runs against a loopback emulator
+    #: (days in minutes); every process of a run shares DSAR_CLOCK_EPOCH (unix seconds), so
+    #: they all read ``epoch + (wall - epoch) * speed``. Never other than 1 in production.
+    clock_speed: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    clock_epoch: float | None = Field(default=None, allow_inf_nan=False)
 
     @classmethod
     def settings_customise_sources(
@@ -213,6 +219,22 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DSAR_API_BASE_URL is plain http://; set DSAR_ALLOW_HTTP=true only for a "
                 "loopback emulator"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fast_clock_only_against_an_emulator(self) -> Settings:
+        if self.clock_speed == 1:
+            return self
+        if self.clock_epoch is None:
+            raise ValueError(
+                f"DSAR_CLOCK_SPEED={self.clock_speed:g} needs DSAR_CLOCK_EPOCH (unix seconds, "
+                "the same for every process of the run: the service's and the emulator's)"
+            )
+        if not is_loopback_url(self.api_base_url):
+            raise ValueError(
+                f"DSAR_CLOCK_SPEED={self.clock_speed:g} is refused: DSAR_API_BASE_URL is not on "
+                "a loopback host (a clock other than 1 is only for a local emulator)"
             )
         return self
 

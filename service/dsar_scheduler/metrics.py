@@ -105,6 +105,12 @@ class Metrics:
             "Configured time between ticks (DSAR_TICK_INTERVAL_SECONDS)",
             registry=r,
         )
+        # Anything but 1 is a run against a local emulator, never production.
+        self.clock_speed = Gauge(
+            "dsar_clock_speed",
+            "Clock seconds per wall second (DSAR_CLOCK_SPEED; 1 in production)",
+            registry=r,
+        )
 
     def watch_ledger(
         self, ledger: Ledger, now: Callable[[], datetime], sla: timedelta, org_budget: int

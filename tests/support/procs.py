@@ -1,5 +1,6 @@
 """Real ``dsar`` processes for tests: the console script in a subprocess, configured only
-through its environment, talking to an emulator the test runs on the wall clock.
+through its environment, talking to an emulator the test runs on the wall clock (or on the
+fast clock it gives them too: ``shared_clock_emulator``, ``clock_env``).
 
 Used by the daemon, replica and soak tests, which need what an in-process run cannot show:
 signals, ``kill -9``, and two processes sharing one database.
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dsar_scheduler.adapters.clock import SystemClock
+from dsar_scheduler.adapters.clock import ScaledClock, SystemClock
 from dsar_scheduler.tools.emulator import Emulator, EmulatorConfig
 
 DSAR = shutil.which("dsar", path=str(Path(sys.executable).parent)) or "dsar"
@@ -50,6 +51,23 @@ def wall_clock_emulator(seed: int, **options: Any) -> Iterator[Emulator]:
     }
     with Emulator(EmulatorConfig(seed=seed, **config), SystemClock()) as emulator:
         yield emulator
+
+
+@contextmanager
+def shared_clock_emulator(
+    seed: int, speed: float, epoch: float, **options: Any
+) -> Iterator[Emulator]:
+    """The emulator on the fast clock the ``dsar`` processes are given (``clock_env``): the
+    same speed and epoch, so it and they read the same time; its ``Retry-After`` is in
+    those clock seconds. Times in ``options`` are clock seconds, as Amplitude's would be."""
+    config = EmulatorConfig(seed=seed, **options)
+    with Emulator(config, ScaledClock(speed, epoch)) as emulator:
+        yield emulator
+
+
+def clock_env(speed: float, epoch: float) -> dict[str, str]:
+    """The settings that put a ``dsar`` process on the shared fast clock."""
+    return {"DSAR_CLOCK_SPEED": repr(speed), "DSAR_CLOCK_EPOCH": repr(epoch)}
 
 
 def wall_emulator_fixture(seed: int, name: str = "wall_emulator", **options: Any) -> Any:

@@ -96,3 +96,57 @@ def test_missing_secret_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
 def test_credentials_required_only_when_used() -> None:
     with pytest.raises(ConfigError, match="AMPLITUDE_API_KEY"):
         load_settings().require_credentials()
+
+
+def test_the_clock_runs_at_wall_speed_unless_told() -> None:
+    s = load_settings()
+    assert (s.clock_speed, s.clock_epoch) == (1.0, None)
+
+
+@pytest.mark.parametrize(
+    ("url", "loopback"),
+    [
+        ("http://127.0.0.1:8081/api/2/dsar/requests", True),
+        ("http://127.8.9.10:8081/x", True),
+        ("http://localhost:8081/x", True),
+        ("http://[::1]:8081/x", True),
+        ("http://emulator:8081/x", False),  # a compose service name: another machine, maybe
+        ("http://10.0.0.5:8081/x", False),
+        ("http://127.0.0.1.example.com/x", False),
+    ],
+)
+def test_a_fast_clock_is_refused_unless_the_api_is_on_loopback(
+    monkeypatch: pytest.MonkeyPatch, url: str, loopback: bool
+) -> None:
+    monkeypatch.setenv("DSAR_API_BASE_URL", url)
+    monkeypatch.setenv("DSAR_ALLOW_HTTP", "true")
+    monkeypatch.setenv("DSAR_CLOCK_SPEED", "3600")
+    monkeypatch.setenv("DSAR_CLOCK_EPOCH", "1800000000")
+    if loopback:
+        s = load_settings()
+        assert (s.clock_speed, s.clock_epoch) == (3600, 1_800_000_000)
+    else:
+        with pytest.raises(ConfigError, match="DSAR_CLOCK_SPEED=3600 is refused: DSAR_API_BASE"):
+            load_settings()
+
+
+def test_a_fast_clock_against_amplitude_is_refused() -> None:
+    with pytest.raises(ConfigError, match="DSAR_CLOCK_SPEED=60 is refused"):
+        load_settings(clock_speed=60, clock_epoch=0)
+
+
+def test_a_fast_clock_needs_an_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSAR_API_BASE_URL", "http://127.0.0.1:8081/x")
+    monkeypatch.setenv("DSAR_ALLOW_HTTP", "true")
+    monkeypatch.setenv("DSAR_CLOCK_SPEED", "0.5")
+    with pytest.raises(ConfigError, match=r"DSAR_CLOCK_SPEED=0\.5 needs DSAR_CLOCK_EPOCH"):
+        load_settings()
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "inf", "nan", "fast"])
+def test_a_clock_speed_must_be_a_positive_number(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DSAR_CLOCK_SPEED", value)
+    with pytest.raises(ConfigError, match="DSAR_CLOCK_SPEED"):
+        load_settings()

@@ -196,8 +196,8 @@ def test_the_baseline_submits(reads: FakeReads, expected: Submits) -> None:
     assert reads.asked == asked
 
 
-def planner(speed: float = 1.0) -> Planner:
-    policy = select_policy(FakeSettings(), clock_speed=speed)
+def planner(tick_interval_s: float = 1800) -> Planner:
+    policy = select_policy(FakeSettings(tick_interval_seconds=tick_interval_s))
     assert isinstance(policy, Planner)
     return policy
 
@@ -210,7 +210,7 @@ def test_the_planner_submits_nothing_before_it_planned() -> None:
 
 def test_the_planner_plans_from_the_ledgers_facts_in_clock_seconds() -> None:
     reads = FakeReads(candidates=[Candidate(7, NOW - timedelta(hours=9))], waiting=1)
-    policy = planner(speed=60)
+    policy = planner(tick_interval_s=1800 * 60)  # DSAR_TICK_INTERVAL_SECONDS: clock seconds
     polls = policy.polls(reads, NOW)
     assert polls.ids == [7]  # never polled in 9 h: required
     assert polls.plan is not None and polls.plan["required"] == 1

@@ -134,11 +134,10 @@ class Policy(Protocol):
         ...
 
 
-def select_policy(settings: PolicySettings, clock_speed: float = 1.0) -> Policy:
-    """The policy the settings name. ``clock_speed``: clock seconds per wall second (the
-    demo's ScaledClock; ticks are wall-timed)."""
+def select_policy(settings: PolicySettings) -> Policy:
+    """The policy the settings name."""
     if settings.policy == "planner":
-        return Planner(planner_config(settings), settings.tick_interval_seconds, clock_speed)
+        return Planner(planner_config(settings), settings.tick_interval_seconds)
     batch = settings.submit_batch_size
     return Baseline(settings.poll_interval_seconds, BASELINE_BATCH if batch is None else batch)
 
@@ -220,12 +219,9 @@ class Planner:
 
     batch_submits = True
 
-    def __init__(self, config: PlannerConfig, tick_interval_s: float, clock_speed: float) -> None:
+    def __init__(self, config: PlannerConfig, tick_interval_s: float) -> None:
         self.config = config
-        self._tick_interval_s = tick_interval_s
-        self._clock_speed = clock_speed
-        # Seconds until the next tick: in clock seconds once the facts are read (a tick that
-        # stops before its poll step keeps the wall interval, as it always did).
+        #: Clock seconds until the next regular tick (DSAR_TICK_INTERVAL_SECONDS).
         self.interval_s = tick_interval_s
         self.plan: Plan | None = None
 
@@ -271,7 +267,6 @@ class Planner:
         model = _completion_model(candidates, samples)
         head = reads.submit_head_months(now, SUBMIT_HEAD)
         months = sum(head) / len(head) if head else DEFAULT_MONTHS
-        self.interval_s = self._tick_interval_s * self._clock_speed
         return Facts(
             now=now,
             interval_s=self.interval_s,

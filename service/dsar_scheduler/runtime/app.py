@@ -13,14 +13,17 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsar_scheduler.adapters.amplitude import AmplitudeClient
-from dsar_scheduler.adapters.clock import Clock, SystemClock
+from dsar_scheduler.adapters.clock import Clock, clock_for
 from dsar_scheduler.adapters.db import make_engine
 from dsar_scheduler.adapters.liveness import process_owner
 from dsar_scheduler.adapters.storage import Storage, open_storage
 from dsar_scheduler.config import Settings
 from dsar_scheduler.ledger import Ledger
+from dsar_scheduler.logs import get_logger
 from dsar_scheduler.metrics import Metrics
 from dsar_scheduler.tick import Tick, TickReport, transition_listener
+
+log = get_logger("dsar.app")
 
 
 @dataclass
@@ -73,9 +76,10 @@ def build_app(
     download_transport: httpx.BaseTransport | None = None,
     rng: random.Random | None = None,
 ) -> App:
-    clock = clock or SystemClock()
+    clock = clock or clock_for(settings.clock_speed, settings.clock_epoch)
     metrics = metrics or Metrics()
     metrics.tick_interval.set(settings.tick_interval_seconds)
+    _announce_clock(clock, metrics)
     api_key, secret_key = settings.require_credentials()
     engine = make_engine(settings.database_url)
     sessions = sessionmaker(engine, expire_on_commit=False)
@@ -111,6 +115,18 @@ def build_app(
         owner,
         rng=rng or random.Random(),
     )
+
+
+def _announce_clock(clock: Clock, metrics: Metrics) -> None:
+    """A fast clock (DSAR_CLOCK_SPEED) must never go unnoticed: a gauge and a warning."""
+    metrics.clock_speed.set(clock.speed)
+    if clock.speed != 1:
+        log.warning(
+            "clock.fast",
+            clock_speed=clock.speed,
+            note="all the service's time runs this much faster than the wall clock: for "
+            "runs against a local emulator only",
+        )
 
 
 def _open_storage(settings: Settings) -> Storage:

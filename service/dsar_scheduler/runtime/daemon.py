@@ -37,7 +37,10 @@ class Daemon:
         stop_event: threading.Event | None = None,
     ) -> None:
         self.app = app
+        #: Between ticks in clock seconds (DSAR_TICK_INTERVAL_SECONDS); the scheduler runs on
+        #: the wall clock, so it waits this divided by the clock's speed.
         self.interval = interval_seconds or app.settings.tick_interval_seconds
+        self.wall_interval = self.interval / app.clock.speed
         self.stop_event = stop_event or threading.Event()
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.ticking_since: float | None = None
@@ -49,10 +52,11 @@ class Daemon:
     # -- health --------------------------------------------------------------------------
 
     def live(self) -> tuple[bool, dict[str, Any]]:
-        """Alive: the scheduler runs and no tick has been stuck for over 3 intervals."""
+        """Alive: the scheduler runs and no tick has been stuck for over 3 intervals (in wall
+        time: a process is stuck in wall time whatever its clock's speed)."""
         running = bool(self.scheduler.running) and not self.stop_event.is_set()
         stuck_for = 0.0 if self.ticking_since is None else time.monotonic() - self.ticking_since
-        stuck = stuck_for > max(3 * self.interval, 3600)
+        stuck = stuck_for > max(3 * self.wall_interval, 3600)
         return running and not stuck, {
             "scheduler_running": running,
             "tick_running_seconds": round(stuck_for, 1),
@@ -101,8 +105,8 @@ class Daemon:
         from that tick."""
         if self.stop_event.is_set():
             return
-        speed = float(getattr(self.app.clock, "speed", 1.0))  # the demo's ScaledClock
-        delay = max(0.0, (wake_at - self.app.clock.now()).total_seconds() / speed)
+        clock = self.app.clock
+        delay = max(0.0, (wake_at - clock.now()).total_seconds() / clock.speed)
         when = datetime.now(UTC) + timedelta(seconds=delay)
         try:
             job = self.scheduler.get_job(TICK_JOB)
@@ -135,7 +139,7 @@ class Daemon:
             )
         self.scheduler.add_job(
             self._tick,
-            IntervalTrigger(seconds=self.interval, timezone=UTC),
+            IntervalTrigger(seconds=self.wall_interval, timezone=UTC),
             id=TICK_JOB,
             name="dsar tick",
             max_instances=1,
@@ -145,7 +149,12 @@ class Daemon:
             replace_existing=True,
         )
         self.scheduler.start()
-        log.info("daemon.started", interval_seconds=self.interval, owner=self.app.owner)
+        log.info(
+            "daemon.started",
+            interval_seconds=self.interval,
+            owner=self.app.owner,
+            clock_speed=self.app.clock.speed,
+        )
 
     def stop(self, grace_seconds: float | None = None) -> bool:
         """Stop scheduling, let a running tick notice and end (it aborts a download

@@ -19,6 +19,8 @@ SUBMIT_FLUSH = 25
 #: A batch reservation not used within this long is released and taken again: an unsent
 #: reservation must not age out of the rolling hour before its call is made.
 STALE_RESERVATION = timedelta(minutes=10)
+#: The tick lease lasts this long in WALL time (``context.lease_ttl`` scales it to the clock),
+#: renewed every LEASE_RENEW_EVERY wall seconds while a tick runs.
 LEASE_TTL = timedelta(minutes=10)
 LEASE_RENEW_EVERY = 30.0  # seconds of wall time
 #: A 429 without Retry-After: back off from this, doubling with the recent 429s, up to the cap.

@@ -17,9 +17,8 @@ from dsar_scheduler.core.policy import select_policy
 from dsar_scheduler.ledger import Ledger
 from dsar_scheduler.logs import get_logger
 from dsar_scheduler.metrics import Metrics
-from dsar_scheduler.tick import limits
 from dsar_scheduler.tick.admit import admit
-from dsar_scheduler.tick.context import Context, clock_speed, outcome_limits
+from dsar_scheduler.tick.context import Context, lease_ttl, outcome_limits
 from dsar_scheduler.tick.fetch import fetch
 from dsar_scheduler.tick.housekeeping import housekeeping
 from dsar_scheduler.tick.poll import poll
@@ -74,7 +73,7 @@ class Tick:
             owner=owner,
             stop=stop or threading.Event(),
             rng=rng or random.Random(),
-            policy=select_policy(settings, clock_speed(clock)),
+            policy=select_policy(settings),
             limits=outcome_limits(settings),
         )
 
@@ -86,7 +85,7 @@ class Tick:
         ctx = self.ctx
         started = time.monotonic()
         now = ctx.clock.now()
-        if not ctx.ledger.lease.acquire(ctx.owner, now, limits.LEASE_TTL, holder_is_gone):
+        if not ctx.ledger.lease.acquire(ctx.owner, now, lease_ttl(ctx.clock), holder_is_gone):
             ctx.report.outcome = "skipped"
             log.info("tick.skipped", reason="another replica holds the tick lease")
             ctx.metrics.ticks.labels("skipped").inc()

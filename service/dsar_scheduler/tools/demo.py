@@ -1,8 +1,9 @@
 """``dsar demo``: the main job on the embedded default, end to end, on a sped-up clock.
 
 SQLite under ./data/demo, local disk, the built-in emulator on loopback. One real second is
-thirty emulated minutes, so the daemon's one-second ticks are the production 30-minute ticks
-and jobs that take Amplitude hours finish in seconds. A little fault injection (5xx, a torn
+thirty emulated minutes (DSAR_CLOCK_SPEED and DSAR_CLOCK_EPOCH, the service's own fast clock,
+shared with the emulator), so the production 30-minute ticks come every real second and jobs
+that take Amplitude hours finish in seconds. A little fault injection (5xx, a torn
 download) shows the retries working. It ends by checking every stored file against its
 manifest and reading /metrics back from the daemon.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
-from dsar_scheduler.adapters.clock import ScaledClock
+from dsar_scheduler.adapters.clock import Clock, clock_for
 from dsar_scheduler.config import Settings, load_settings
 from dsar_scheduler.core.manifest import MANIFEST_NAME
 from dsar_scheduler.core.states import State
@@ -65,7 +66,7 @@ def _prepare(data_dir: Path) -> None:
 def run_demo(subjects: int, data_dir: Path, timeout: float, metrics_port: int | None) -> int:
     data_dir = data_dir.resolve()
     _prepare(data_dir)
-    clock = ScaledClock(SPEED)
+    epoch = time.time()  # the demo's time starts now, and runs SPEED times as fast
     secret = secrets.token_urlsafe(16)
     config = EmulatorConfig(
         api_key=DEMO_KEY,
@@ -75,22 +76,22 @@ def run_demo(subjects: int, data_dir: Path, timeout: float, metrics_port: int | 
         completion_max_s=5 * 3600,
         fail_rate=0.15,
     )
-    with Emulator(config, clock) as emulator:
+    with Emulator(config, clock_for(SPEED, epoch)) as emulator:
         emulator.faults.set("api", http_5xx_rate=0.03)
         emulator.faults.script("s3", "torn", count=1)
-        settings = _settings(data_dir, emulator.api_base_url, secret, metrics_port)
+        settings = _settings(data_dir, emulator.api_base_url, secret, metrics_port, epoch)
         configure(settings.log_format, settings.log_level)
         _say(f"dsar demo: SQLite {data_dir / 'dsar.db'}, files under {data_dir / 'files'}")
         _say(f"emulated Amplitude API at {emulator.api_base_url} (1 s = 30 emulated min)")
         upgrade(settings.database_url)
-        app = build_app(settings, clock=clock)
+        app = build_app(settings)  # its clock from the settings, as ``dsar run`` has it
         _enqueue(app, subjects)
         daemon = Daemon(app)
         daemon.start()
         assert daemon.ops is not None
         _say(f"daemon running; /metrics at {daemon.ops.url}/metrics\n")
         try:
-            finished = _watch(app, clock, timeout)
+            finished = _watch(app, app.clock, timeout)
             metrics_text = httpx.get(f"{daemon.ops.url}/metrics", timeout=5).text
             health = httpx.get(f"{daemon.ops.url}/healthz", timeout=5).text
         finally:
@@ -113,7 +114,9 @@ def run_demo(subjects: int, data_dir: Path, timeout: float, metrics_port: int | 
     return 0 if ok else 1
 
 
-def _settings(data_dir: Path, api_base_url: str, secret: str, metrics_port: int | None) -> Settings:
+def _settings(
+    data_dir: Path, api_base_url: str, secret: str, metrics_port: int | None, epoch: float
+) -> Settings:
     return load_settings(
         database_url=f"sqlite:///{data_dir}/dsar.db",
         storage_url=f"file://{data_dir}/files",
@@ -121,7 +124,9 @@ def _settings(data_dir: Path, api_base_url: str, secret: str, metrics_port: int 
         allow_http=True,
         AMPLITUDE_API_KEY=DEMO_KEY,
         AMPLITUDE_SECRET_KEY=secret,
-        tick_interval_seconds=1.0,
+        tick_interval_seconds=1800,  # clock seconds: one real second at SPEED
+        clock_speed=SPEED,
+        clock_epoch=epoch,
         poll_interval_seconds=1800,
         metrics_port=_free_port(metrics_port or 9471),
         metrics_host="127.0.0.1",
@@ -165,7 +170,7 @@ def _enqueue(app: App, subjects: int) -> None:
     _say(f"enqueued {subjects} subjects ({start} .. {today}) and 1 bad row (end before start)")
 
 
-def _watch(app: App, clock: ScaledClock, timeout: float) -> bool:
+def _watch(app: App, clock: Clock, timeout: float) -> bool:
     began, emulated0 = time.monotonic(), clock.now()
     last = ""
     while time.monotonic() - began < timeout:

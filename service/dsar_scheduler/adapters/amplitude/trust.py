@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -22,6 +23,21 @@ REGION_HOSTS = (
     frozenset({"analytics.eu.amplitude.com"}),
 )
 REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url``'s host is this machine (``localhost``, 127.0.0.0/8, ``::1``): where
+    only an emulator can be, never Amplitude."""
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class TrustRules:

@@ -1,5 +1,10 @@
 """``python -m dsar_scheduler.tools.emulator``: run the emulator standalone on a sped-up clock, for
-the docker-compose dev stack and manual tries, until SIGINT or SIGTERM."""
+the docker-compose dev stack and manual tries, until SIGINT or SIGTERM.
+
+Two ways to speed it up. ``--speed``: its own clock runs that fast from its start and a
+``Retry-After`` is in wall seconds, for a service on the wall clock. ``--clock-speed`` with
+``--clock-epoch`` (by default DSAR_CLOCK_SPEED and DSAR_CLOCK_EPOCH): the service's fast
+clock, shared, so both read the same time and a ``Retry-After`` is in clock seconds."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import sys
 import threading
 from types import FrameType
 
-from dsar_scheduler.adapters.clock import ScaledClock
+from dsar_scheduler.adapters.clock import Clock, ScaledClock, clock_for
 from dsar_scheduler.tools.emulator.config import EmulatorConfig
 from dsar_scheduler.tools.emulator.core import Emulator
 
@@ -23,7 +28,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     parser.add_argument("--port", type=int, default=8081, help="API port")
     parser.add_argument("--s3-port", type=int, default=8082, help="pre-signed download port")
-    parser.add_argument("--speed", type=float, default=60.0, help="clock seconds per real second")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="own clock's seconds per real second, from its start (default 60); "
+        "Retry-After in wall seconds",
+    )
+    parser.add_argument(
+        "--clock-speed",
+        type=float,
+        default=_env_float("DSAR_CLOCK_SPEED"),
+        help="the service's clock speed (default DSAR_CLOCK_SPEED), shared with it",
+    )
+    parser.add_argument(
+        "--clock-epoch",
+        type=float,
+        default=_env_float("DSAR_CLOCK_EPOCH"),
+        help="the service's clock epoch, unix seconds (default DSAR_CLOCK_EPOCH)",
+    )
     parser.add_argument(
         "--api-key", default=os.environ.get("AMPLITUDE_API_KEY", "emulator-api-key")
     )
@@ -40,8 +63,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _env_float(name: str) -> float | None:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else None
+
+
+def _clock(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Clock, float]:
+    """The emulator's clock and the speed its ``Retry-After`` is divided by (1: a shared
+    clock, whose seconds the service waits in)."""
+    shared = args.clock_speed is not None or args.clock_epoch is not None
+    if not shared:
+        speed = 60.0 if args.speed is None else args.speed
+        if speed <= 0:
+            parser.error("--speed must be positive")
+        return ScaledClock(speed), speed
+    if args.speed is not None:
+        parser.error("--speed is the emulator's own clock: not with --clock-speed/--clock-epoch")
+    speed = 1.0 if args.clock_speed is None else args.clock_speed
+    if speed <= 0:
+        parser.error("--clock-speed (DSAR_CLOCK_SPEED) must be positive")
+    if speed != 1 and args.clock_epoch is None:
+        parser.error("--clock-speed other than 1 needs --clock-epoch (DSAR_CLOCK_EPOCH)")
+    return clock_for(speed, args.clock_epoch), 1.0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    clock, retry_after_speed = _clock(parser, args)
     config = EmulatorConfig(
         api_key=args.api_key,
         secret_key=args.secret_key,
@@ -55,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         completion_min_s=args.completion_min_s,
         completion_max_s=args.completion_max_s,
         budget_per_hour=args.budget_per_hour,
-        clock_speed=args.speed,
+        clock_speed=retry_after_speed,
     )
     stop = threading.Event()
 
@@ -64,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    with Emulator(config, ScaledClock(args.speed)) as emulator:
+    with Emulator(config, clock) as emulator:
         sys.stdout.write(f"DSAR API:  {emulator.api_base_url}\n")
         sys.stdout.write(f"S3 origin: {emulator.s3_origin}\n")
-        sys.stdout.write(f"clock speed x{args.speed:g}; Ctrl-C to stop\n")
+        sys.stdout.write(f"clock speed x{clock.speed:g}; Ctrl-C to stop\n")
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass
