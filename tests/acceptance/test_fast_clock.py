@@ -29,6 +29,7 @@ from tests.support.procs import (
     DaemonProcess,
     clock_env,
     enqueue,
+    requests_by_state,
     run_cli,
     service_env,
     shared_clock_emulator,
@@ -72,18 +73,8 @@ def _backlog(env: dict[str, str], tmp_path: Path, first_id: int) -> None:
     enqueue(env, tmp_path, rows)
 
 
-def _by_state(database_url: str) -> dict[str, int]:
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(select(Request.state, func.count()).group_by(Request.state))
-            return {str(state): int(n) for state, n in rows}
-    finally:
-        engine.dispose()
-
-
 def _all_stored(database_url: str) -> bool:
-    return _by_state(database_url) == {"stored": SUBJECTS}
+    return requests_by_state(database_url) == {"stored": SUBJECTS}
 
 
 def _charged_calls(database_url: str) -> list[tuple[int, datetime, datetime]]:
@@ -199,7 +190,7 @@ def test_a_kill_9_and_restart_on_a_fast_clock_never_moves_time_back_and_loses_no
     first = DaemonProcess(env, tmp_path / "first.log").start()
     try:
         first.wait_healthy()
-        first.wait_until(lambda: "stored" in _by_state(database_url), 30, "a first stored")
+        first.wait_until(lambda: "stored" in requests_by_state(database_url), 30, "a first stored")
         first.kill()
     finally:
         first.close()

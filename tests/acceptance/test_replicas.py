@@ -12,9 +12,15 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from dsar_scheduler.adapters.db import ApiCall, Request, make_engine
+from dsar_scheduler.adapters.db import ApiCall, make_engine
 from dsar_scheduler.tools.emulator import Emulator
-from tests.support.procs import DaemonProcess, enqueue, service_env, wall_emulator_fixture
+from tests.support.procs import (
+    DaemonProcess,
+    enqueue,
+    requests_by_state,
+    service_env,
+    wall_emulator_fixture,
+)
 
 SUBJECTS = 8
 
@@ -22,16 +28,6 @@ SUBJECTS = 8
 emulator = wall_emulator_fixture(
     seed=11, name="emulator", completion_min_s=0.5, completion_max_s=2.0
 )
-
-
-def _by_state(database_url: str) -> dict[str, int]:
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(select(Request.state, func.count()).group_by(Request.state))
-            return {str(state): int(n) for state, n in rows}
-    finally:
-        engine.dispose()
 
 
 def _ledger_cost(database_url: str) -> int:
@@ -57,7 +53,9 @@ def test_two_replicas_share_the_work_without_duplicates(
         for replica in replicas:
             replica.wait_healthy()
         replicas[0].wait_until(
-            lambda: _by_state(database_url) == {"stored": SUBJECTS}, 90, "every request stored"
+            lambda: requests_by_state(database_url) == {"stored": SUBJECTS},
+            90,
+            "every request stored",
         )
         for replica in replicas:
             assert replica.terminate() == 0
@@ -149,7 +147,7 @@ def test_two_replicas_where_the_budget_binds_stay_within_it_together(
             replica.close()
 
     spent, calls = emulator.cost_spent_total(), len(emulator.calls("api"))
-    states = _by_state(database_url)
+    states = requests_by_state(database_url)
     print(  # the figures the issue asks for (run with -s to see them)
         f"\nbinding budget {TIGHT_BUDGET}/h, two replicas: {calls} API calls, cost {spent} "
         f"in the first hour, 429s {emulator.rate_limited_count()}, requests {states}"

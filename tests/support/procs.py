@@ -23,8 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from dsar_scheduler.adapters.clock import ScaledClock, SystemClock
+from dsar_scheduler.adapters.db import Request, make_engine
 from dsar_scheduler.tools.emulator import Emulator, EmulatorConfig
 
 DSAR = shutil.which("dsar", path=str(Path(sys.executable).parent)) or "dsar"
@@ -202,3 +204,14 @@ class DaemonProcess:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
+
+
+def requests_by_state(database_url: str) -> dict[str, int]:
+    """How many requests the ledger holds in each state."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(Request.state, func.count()).group_by(Request.state))
+            return {str(state): int(n) for state, n in rows}
+    finally:
+        engine.dispose()
