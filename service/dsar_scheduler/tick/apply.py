@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from dsar_scheduler.core.outcomes import Die, Requeue, Resubmit, Retry
 from dsar_scheduler.core.states import State
+from dsar_scheduler.ledger.rows import RequestChanges
 from dsar_scheduler.tick.context import Context
 
 
@@ -39,22 +40,11 @@ def apply(
 def _die(ctx: Context, request_id: int, expected: Collection[State], outcome: Die) -> None:
     if outcome.clear_errors:
         ctx.ledger.requests.update(request_id, ctx.clock.now(), errors=0)
+    changes: RequestChanges = {"next_action_at": None}
+    if outcome.expiries is not None:
+        changes["expiries"] = outcome.expiries
     now = ctx.clock.now()
-    if outcome.expiries is None:
-        moved = ctx.ledger.requests.move(
-            request_id, expected, State.DEAD, outcome.reason, now, next_action_at=None
-        )
-    else:
-        moved = ctx.ledger.requests.move(
-            request_id,
-            expected,
-            State.DEAD,
-            outcome.reason,
-            now,
-            expiries=outcome.expiries,
-            next_action_at=None,
-        )
-    if moved is not None:
+    if ctx.ledger.requests.move(request_id, expected, State.DEAD, outcome.reason, now, **changes):
         ctx.report.dead += 1
     if outcome.failures is not None:  # the job's failure counts even if someone else acted
         ctx.ledger.requests.update(request_id, ctx.clock.now(), failures=outcome.failures)
@@ -62,18 +52,11 @@ def _die(ctx: Context, request_id: int, expected: Collection[State], outcome: Di
 
 def _requeue(ctx: Context, request_id: int, expected: Collection[State], outcome: Requeue) -> None:
     now = ctx.clock.now()
-    if outcome.retry is None:
-        ctx.ledger.requests.move(request_id, expected, State.QUEUED, outcome.reason, now)
-        return
-    ctx.ledger.requests.move(
-        request_id,
-        expected,
-        State.QUEUED,
-        outcome.reason,
-        now,
-        errors=outcome.retry.errors,
-        next_action_at=now + timedelta(seconds=outcome.retry.delay_s),
-    )
+    changes: RequestChanges = {}
+    if outcome.retry is not None:
+        changes["errors"] = outcome.retry.errors
+        changes["next_action_at"] = now + timedelta(seconds=outcome.retry.delay_s)
+    ctx.ledger.requests.move(request_id, expected, State.QUEUED, outcome.reason, now, **changes)
 
 
 def _resubmit(
@@ -81,28 +64,17 @@ def _resubmit(
 ) -> None:
     if outcome.clear_errors:
         ctx.ledger.requests.update(request_id, ctx.clock.now(), errors=0)
-    now = ctx.clock.now()
+    changes: RequestChanges = {"next_action_at": None}
     if outcome.state is State.FAILED:
         assert outcome.failures is not None
+        changes["failures"] = outcome.failures
         ctx.report.failed += 1  # counted as decided, moved or not (as it always was)
-        ctx.ledger.requests.move(
-            request_id,
-            expected,
-            State.FAILED,
-            outcome.reason,
-            now,
-            failures=outcome.failures,
-            next_action_at=None,
-        )
-        return
-    assert outcome.expiries is not None
-    if ctx.ledger.requests.move(
-        request_id,
-        expected,
-        outcome.state,
-        outcome.reason,
-        now,
-        expiries=outcome.expiries,
-        next_action_at=None,
-    ):
+    else:
+        assert outcome.expiries is not None
+        changes["expiries"] = outcome.expiries
+    now = ctx.clock.now()
+    moved = ctx.ledger.requests.move(
+        request_id, expected, outcome.state, outcome.reason, now, **changes
+    )
+    if moved is not None and outcome.state is State.EXPIRED:
         ctx.report.expired += 1
