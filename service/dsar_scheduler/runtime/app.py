@@ -22,6 +22,7 @@ from dsar_scheduler.ledger import Ledger
 from dsar_scheduler.logs import get_logger
 from dsar_scheduler.metrics import Metrics
 from dsar_scheduler.tick import Tick, TickReport, transition_listener
+from dsar_scheduler.tick.lanes import InlineLanes, Lanes, lanes_for
 
 log = get_logger("dsar.app")
 
@@ -39,6 +40,8 @@ class App:
     owner: str
     rng: random.Random = field(default_factory=random.Random)
     tick_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Where every tick of this app sends its polls and fetches (DSAR_CONCURRENCY).
+    lanes: Lanes = field(default_factory=InlineLanes)
 
     def tick(self, stop: threading.Event | None = None) -> TickReport:
         """Run one tick (one at a time in this process; the lease covers other processes)."""
@@ -53,6 +56,7 @@ class App:
                 self.owner,
                 stop=stop,
                 rng=self.rng,
+                lanes=self.lanes,
             ).run()
 
     def database_ok(self) -> bool:
@@ -64,6 +68,7 @@ class App:
             return False
 
     def close(self) -> None:
+        self.lanes.close()
         self.client.close()
         self.engine.dispose()
 
@@ -75,7 +80,10 @@ def build_app(
     transport: httpx.BaseTransport | None = None,
     download_transport: httpx.BaseTransport | None = None,
     rng: random.Random | None = None,
+    lanes: Lanes | None = None,
 ) -> App:
+    """``lanes``: where ticks send their calls (the simulator's virtual lanes, say); ``None``:
+    threads, DSAR_CONCURRENCY of them."""
     clock = clock or clock_for(settings.clock_speed, settings.clock_epoch)
     metrics = metrics or Metrics()
     metrics.tick_interval.set(settings.tick_interval_seconds)
@@ -114,6 +122,7 @@ def build_app(
         metrics,
         owner,
         rng=rng or random.Random(),
+        lanes=lanes or lanes_for(settings.concurrency),
     )
 
 

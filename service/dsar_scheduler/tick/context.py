@@ -1,6 +1,6 @@
 """What every step of a tick works with: the settings, the ledger, the API client, storage,
-the clock, metrics, the report, and the helpers they all need (keeping the lease, one
-request's trouble kept from the others, storage failing)."""
+the clock, metrics, the lanes calls are sent on, the report, and the helpers they all need
+(keeping the lease, one request's trouble kept from the others, storage failing)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from dsar_scheduler.ledger.rows import (
 from dsar_scheduler.logs import get_logger
 from dsar_scheduler.metrics import Metrics
 from dsar_scheduler.tick import limits
+from dsar_scheduler.tick.lanes import Lanes
 from dsar_scheduler.tick.report import StopTick, TickReport
 
 log = get_logger("dsar.tick")
@@ -67,6 +68,8 @@ class Context:
     rng: random.Random
     policy: Policy
     limits: Limits
+    #: Where polls and file fetches are sent, up to DSAR_CONCURRENCY at once (``tick.fanout``).
+    lanes: Lanes
     report: TickReport = field(default_factory=TickReport)
     #: Wall time (monotonic) the lease was last taken or renewed.
     renewed: float = 0.0

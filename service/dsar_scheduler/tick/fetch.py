@@ -1,16 +1,19 @@
-"""Step 3, fetch: the files of finished requests, most urgent expiry first. Each output URL is
-resolved with credentials without following the redirect; the pre-signed location is
-downloaded without credentials, verified while it streams, and stored."""
+"""Step 3, fetch: the files of finished requests, most urgent expiry first, up to
+DSAR_CONCURRENCY at once across the requests of a page. Each output URL is resolved with
+credentials without following the redirect; the pre-signed location is downloaded without
+credentials, verified while it streams, and stored."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
-from dsar_scheduler.adapters.amplitude import ApiError
-from dsar_scheduler.adapters.storage import StorageError
+from dsar_scheduler.adapters.amplitude import AmplitudeClient, ApiError
+from dsar_scheduler.adapters.storage import Storage, StorageError
 from dsar_scheduler.adapters.verify import GzipJsonLinesVerifier, VerificationError, VerifiedFile
 from dsar_scheduler.core import outcomes
 from dsar_scheduler.core.states import State
@@ -18,10 +21,10 @@ from dsar_scheduler.ledger.rows import CallTicket, FileRow, RequestRow
 from dsar_scheduler.logs import get_logger
 from dsar_scheduler.tick import limits
 from dsar_scheduler.tick.apply import apply
-from dsar_scheduler.tick.batch import record_call, record_stored
-from dsar_scheduler.tick.context import Context, guarded, keep_lease, storage_failed
+from dsar_scheduler.tick.batch import flush, record_call, record_stored
+from dsar_scheduler.tick.context import Context, guarded, storage_failed
+from dsar_scheduler.tick.fanout import FanOut, fan_out
 from dsar_scheduler.tick.recover import UNFETCHED
-from dsar_scheduler.tick.report import StopTick
 from dsar_scheduler.tick.spend import call_failed, release, reserve_one, spend
 from dsar_scheduler.tick.store import store_if_complete
 
@@ -30,15 +33,38 @@ log = get_logger("dsar.tick")
 
 @dataclass
 class _Group:
-    """The pending files of one request, fetched together; ``state``: the request's state as
-    this tick has moved it (``done`` until its first file is stored)."""
+    """The pending files of one request in a page; ``state``: the request's state as this
+    tick has moved it (``done`` until its first file is stored); ``in_flight``: its files
+    sent and not yet settled; ``sent_all``: every file of the group handed out; ``checked``:
+    its completeness check made."""
 
     request: RequestRow
     files: list[FileRow]
     state: str
+    in_flight: int = 0
+    sent_all: bool = False
+    checked: bool = False
+
+
+class _Stopped(Exception):
+    """The download stopped mid-stream: the service is shutting down."""
+
+
+#: What a lane brings back from a download: the stored file, or why not.
+Outcome = VerifiedFile | ApiError | VerificationError | StorageError | _Stopped
+
+
+@dataclass(frozen=True)
+class _Transfer:
+    """One file's work on a lane: the redirect's refusal (``None``: it answered), and what
+    became of the download."""
+
+    refused: ApiError | None
+    outcome: Outcome | None = None
 
 
 def fetch(ctx: Context) -> None:
+    """Page by page, the files of several requests sent on the lanes together."""
     seen: set[int] = set()
     while not ctx.storage_broken:
         page = [
@@ -48,11 +74,12 @@ def fetch(ctx: Context) -> None:
         ]
         if not page:
             return
-        for group in _by_request(page):
-            seen.update(f.id for f in group.files)
-            _fetch_group(ctx, group)
-            if ctx.storage_broken:
-                return
+        with fan_out(ctx) as fan:
+            for group in _by_request(page):
+                seen.update(f.id for f in group.files)
+                _fetch_group(ctx, fan, group)
+                if ctx.storage_broken:
+                    break
 
 
 def _by_request(page: list[tuple[FileRow, RequestRow]]) -> list[_Group]:
@@ -66,26 +93,27 @@ def _by_request(page: list[tuple[FileRow, RequestRow]]) -> list[_Group]:
     return groups
 
 
-def _fetch_group(ctx: Context, group: _Group) -> None:
-    """The pending files of one request: their calls reserved in one transaction, the
-    completeness check made once, after the last."""
+def _fetch_group(ctx: Context, fan: FanOut, group: _Group) -> None:
+    """The pending files of one request: their calls reserved in one transaction and sent
+    on the lanes; the completeness check made once the last is settled."""
     request = group.request
 
-    def fetch_one(file: FileRow, ticket: CallTicket | None) -> bool:
-        guarded(ctx, request, "fetch", partial(_fetch_file, ctx, group, file, ticket), file)
+    def send(file: FileRow, ticket: CallTicket | None) -> bool:
+        if ctx.storage_broken:  # broke while this file waited for a lane
+            release(ctx, [ticket] if ticket else [])
+            return False
+        guarded(ctx, request, "fetch", partial(_send, ctx, fan, group, file, ticket), file)
         return not ctx.storage_broken
 
-    spend(
-        ctx,
-        "fetch",
-        group.files,
-        lambda _file: request.id,
-        fetch_one,
-        then=lambda: guarded(ctx, request, "fetch", partial(store_if_complete, ctx, request)),
-    )
+    spend(ctx, "fetch", group.files, lambda _file: request.id, send, lane=fan.lane)
+    group.sent_all = True
+    _complete_if_settled(ctx, group)
 
 
-def _fetch_file(ctx: Context, group: _Group, file: FileRow, ticket: CallTicket | None) -> None:
+def _send(
+    ctx: Context, fan: FanOut, group: _Group, file: FileRow, ticket: CallTicket | None
+) -> None:
+    """Checked here, sent on a lane: the redirect, then the download, verified and stored."""
     request = group.request
     margin = timedelta(seconds=ctx.settings.expiry_margin_seconds)
     if request.expires_at is not None and request.expires_at - margin <= ctx.clock.now():
@@ -98,17 +126,81 @@ def _fetch_file(ctx: Context, group: _Group, file: FileRow, ticket: CallTicket |
         _file_error(ctx, file, request, err)
         return
     ticket = ticket or reserve_one(ctx, "fetch", request.id)
+    key = f"{request.storage_prefix}/{file.name}"
+    group.in_flight += 1
+    fan.start(
+        partial(_transfer, ctx.client, ctx.storage, ctx.stop, file.url, key),
+        partial(_settle_guarded, ctx, group, file, ticket),
+    )
+
+
+def _transfer(
+    client: AmplitudeClient, storage: Storage, stop: threading.Event, url: str, key: str
+) -> _Transfer:
+    """On a lane: resolve the output URL, download, verify and store (no ledger here)."""
     try:
-        location = ctx.client.resolve_output(file.url)
+        location = client.resolve_output(url)
     except ApiError as err:
-        call_failed(ctx, ticket, err)
-        _file_error(ctx, file, request, err)
+        return _Transfer(err)
+    try:
+        with client.download(location) as download:
+            verifier = GzipJsonLinesVerifier(expected_length=download.content_length)
+            return _Transfer(
+                None, storage.put_verified(key, _live(stop, download.chunks()), verifier)
+            )
+    except (ApiError, VerificationError, StorageError, _Stopped) as err:
+        return _Transfer(None, err)
+
+
+def _live(stop: threading.Event, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Pass chunks through, stopping (cleanly: no temporary left) on shutdown."""
+    for chunk in chunks:
+        if stop.is_set():
+            raise _Stopped
+        yield chunk
+
+
+def _settle_guarded(
+    ctx: Context, group: _Group, file: FileRow, ticket: CallTicket, done: Future[_Transfer]
+) -> None:
+    try:
+        work = partial(_settle, ctx, group, file, ticket, done)
+        guarded(ctx, group.request, "fetch", work, file)
+    finally:
+        group.in_flight -= 1
+    _complete_if_settled(ctx, group)
+
+
+def _settle(
+    ctx: Context, group: _Group, file: FileRow, ticket: CallTicket, done: Future[_Transfer]
+) -> None:
+    request = group.request
+    transfer = done.result()
+    if transfer.refused is not None:
+        call_failed(ctx, ticket, transfer.refused)
+        _file_error(ctx, file, request, transfer.refused)
         return
     record_call(ctx, ticket, 302)
-    stored = _download(ctx, file, request, location)
-    if stored is None:
-        return
+    outcome = transfer.outcome
+    if isinstance(outcome, VerifiedFile):
+        _stored(ctx, group, file, outcome)
+    elif isinstance(outcome, ApiError):
+        ctx.metrics.api_calls.labels("download", str(outcome.status_code or "none")).inc()
+        ctx.metrics.api_errors.labels("download", outcome.cause).inc()
+        _file_error(ctx, file, request, outcome)
+    elif isinstance(outcome, VerificationError):
+        _file_error(ctx, file, request, f"download failed verification: {outcome}")
+    elif isinstance(outcome, StorageError):
+        ctx.ledger.files.record_failure(file.id, f"storage: {outcome}", None)
+        ctx.metrics.file_failures.labels("storage").inc()
+        storage_failed(ctx, request.id, outcome)
+    # _Stopped: the file stays pending for the next tick
+
+
+def _stored(ctx: Context, group: _Group, file: FileRow, stored: VerifiedFile) -> None:
+    request = group.request
     now = ctx.clock.now()
+    ctx.metrics.api_calls.labels("download", "200").inc()
     record_stored(ctx, file.id, stored, now)
     ctx.report.files_stored += 1
     ctx.metrics.files_stored.inc()
@@ -118,39 +210,13 @@ def _fetch_file(ctx: Context, group: _Group, file: FileRow, ticket: CallTicket |
         group.state = State.FETCHING
 
 
-def _download(
-    ctx: Context, file: FileRow, request: RequestRow, location: str
-) -> VerifiedFile | None:
-    """Download, verify and store one file; ``None`` if that failed (and was recorded)."""
-    key = f"{request.storage_prefix}/{file.name}"
-    try:
-        with ctx.client.download(location) as download:
-            verifier = GzipJsonLinesVerifier(expected_length=download.content_length)
-            stored = ctx.storage.put_verified(key, _live(ctx, download.chunks()), verifier)
-        ctx.metrics.api_calls.labels("download", "200").inc()
-    except ApiError as err:
-        ctx.metrics.api_calls.labels("download", str(err.status_code or "none")).inc()
-        ctx.metrics.api_errors.labels("download", err.cause).inc()
-        _file_error(ctx, file, request, err)
-        return None
-    except VerificationError as err:
-        _file_error(ctx, file, request, f"download failed verification: {err}")
-        return None
-    except StorageError as err:
-        ctx.ledger.files.record_failure(file.id, f"storage: {err}", None)
-        ctx.metrics.file_failures.labels("storage").inc()
-        storage_failed(ctx, request.id, err)
-        return None
-    return stored
-
-
-def _live(ctx: Context, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Pass chunks through, keeping the lease and stopping (cleanly) on shutdown."""
-    for chunk in chunks:
-        if ctx.stop.is_set():
-            raise StopTick("shutdown")
-        keep_lease(ctx)
-        yield chunk
+def _complete_if_settled(ctx: Context, group: _Group) -> None:
+    """Every file of the group sent and settled: the request's completeness check, once,
+    with its stored files written first."""
+    if group.sent_all and group.in_flight == 0 and not group.checked and not ctx.storage_broken:
+        group.checked = True
+        flush(ctx)
+        guarded(ctx, group.request, "fetch", partial(store_if_complete, ctx, group.request))
 
 
 def _file_error(ctx: Context, file: FileRow, request: RequestRow, err: ApiError | str) -> None:

@@ -14,6 +14,9 @@ QUEUE_SWEEP_EVERY = timedelta(hours=24)
 PAGE = 200
 #: Calls reserved together in one budget transaction (polls, submissions).
 CHUNK = 100
+#: How long the tick waits for a call on a lane to finish before it looks at the stop flag and
+#: the lease again (wall seconds; ``tick.fanout``).
+LANE_WAIT_S = 1.0
 #: Accepted POSTs are recorded (with their remote ids) at least this often.
 SUBMIT_FLUSH = 25
 #: A batch reservation not used within this long is released and taken again: an unsent

@@ -1,8 +1,10 @@
 """Step 4, poll: the status of what the policy picks (the planner's required and optional polls,
-or the seed's fixed interval); a job found done has its files listed, to fetch at once."""
+or the seed's fixed interval), up to DSAR_CONCURRENCY at once; a job found done has its files
+listed, to fetch at once."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from datetime import datetime
 from functools import partial
 
@@ -14,6 +16,7 @@ from dsar_scheduler.tick import limits
 from dsar_scheduler.tick.apply import apply
 from dsar_scheduler.tick.batch import record_call, record_running
 from dsar_scheduler.tick.context import Context, guarded
+from dsar_scheduler.tick.fanout import FanOut, api_answer, fan_out
 from dsar_scheduler.tick.spend import call_failed, reserve_one, spend
 from dsar_scheduler.tick.store import default_prefix
 
@@ -21,34 +24,54 @@ POLLED = frozenset({State.SUBMITTED})
 
 
 def poll(ctx: Context) -> None:
-    """Poll what the policy picks; calls are reserved in chunks."""
+    """Poll what the policy picks: calls reserved in chunks, sent on the lanes, answers
+    settled here as they come."""
     polls = ctx.policy.polls(ctx.reads, ctx.clock.now())
     ctx.report.plan = polls.plan
-    for start in range(0, len(polls.ids), limits.CHUNK):
-        chunk = ctx.ledger.requests.submitted(polls.ids[start : start + limits.CHUNK])
-        spend(ctx, "status", chunk, _request_id, partial(_poll_guarded, ctx))
+    with fan_out(ctx) as fan:
+        for start in range(0, len(polls.ids), limits.CHUNK):
+            chunk = ctx.ledger.requests.submitted(polls.ids[start : start + limits.CHUNK])
+            send = partial(_send_guarded, ctx, fan)
+            spend(ctx, "status", chunk, _request_id, send, lane=fan.lane)
 
 
 def _request_id(request: RequestRow) -> int:
     return request.id
 
 
-def _poll_guarded(ctx: Context, request: RequestRow, ticket: CallTicket | None) -> bool:
-    guarded(ctx, request, "poll", partial(_poll_one, ctx, request, ticket))
+def _send_guarded(
+    ctx: Context, fan: FanOut, request: RequestRow, ticket: CallTicket | None
+) -> bool:
+    guarded(ctx, request, "poll", partial(_send, ctx, fan, request, ticket))
     return True
 
 
-def _poll_one(ctx: Context, request: RequestRow, ticket: CallTicket | None) -> None:
-    assert request.remote_request_id is not None
+def _send(ctx: Context, fan: FanOut, request: RequestRow, ticket: CallTicket | None) -> None:
+    remote_id = request.remote_request_id
+    assert remote_id is not None
     ticket = ticket or reserve_one(ctx, "status", request.id)
-    try:
-        status = ctx.client.status(request.remote_request_id)
-    except ApiError as err:
-        call_failed(ctx, ticket, err)
-        answer = outcomes.on_poll_error(
-            err, request.errors, request.failures, ctx.limits, ctx.retry_delay
+    fan.start(
+        partial(api_answer, partial(ctx.client.status, remote_id)),
+        partial(_settle_guarded, ctx, request, ticket),
+    )
+
+
+def _settle_guarded(
+    ctx: Context, request: RequestRow, ticket: CallTicket, answer: Future[RemoteStatus | ApiError]
+) -> None:
+    guarded(ctx, request, "poll", partial(_settle, ctx, request, ticket, answer))
+
+
+def _settle(
+    ctx: Context, request: RequestRow, ticket: CallTicket, answer: Future[RemoteStatus | ApiError]
+) -> None:
+    status = answer.result()
+    if isinstance(status, ApiError):
+        call_failed(ctx, ticket, status)
+        failure = outcomes.on_poll_error(
+            status, request.errors, request.failures, ctx.limits, ctx.retry_delay
         )
-        apply(ctx, request.id, POLLED, answer)
+        apply(ctx, request.id, POLLED, failure)
         return
     record_call(ctx, ticket, 200)
     ctx.report.polled += 1

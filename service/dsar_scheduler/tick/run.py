@@ -21,6 +21,7 @@ from dsar_scheduler.tick.admit import admit
 from dsar_scheduler.tick.context import Context, lease_ttl, outcome_limits
 from dsar_scheduler.tick.fetch import fetch
 from dsar_scheduler.tick.housekeeping import housekeeping
+from dsar_scheduler.tick.lanes import Lanes, lanes_for
 from dsar_scheduler.tick.poll import poll
 from dsar_scheduler.tick.recover import recover, settle_unknown_calls
 from dsar_scheduler.tick.report import StopTick, TickReport
@@ -62,7 +63,11 @@ class Tick:
         owner: str,
         stop: threading.Event | None = None,
         rng: random.Random | None = None,
+        lanes: Lanes | None = None,
     ) -> None:
+        """``lanes``: where calls are sent (the app's, shared by its ticks); ``None``: lanes
+        of DSAR_CONCURRENCY made for this tick and closed when it ends."""
+        self._own_lanes = lanes is None
         self.ctx = Context(
             settings=settings,
             ledger=ledger,
@@ -75,6 +80,7 @@ class Tick:
             rng=rng or random.Random(),
             policy=select_policy(settings),
             limits=outcome_limits(settings),
+            lanes=lanes or lanes_for(settings.concurrency),
         )
 
     @property
@@ -82,6 +88,13 @@ class Tick:
         return self.ctx.report
 
     def run(self) -> TickReport:
+        try:
+            return self._run()
+        finally:
+            if self._own_lanes:
+                self.ctx.lanes.close()
+
+    def _run(self) -> TickReport:
         ctx = self.ctx
         started = time.monotonic()
         now = ctx.clock.now()

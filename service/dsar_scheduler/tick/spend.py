@@ -38,6 +38,7 @@ def spend(
     sendable: Callable[[Sequence[T]], Collection[int]] | None = None,
     then: Callable[[], None] | None = None,
     batched: bool = True,
+    lane: Callable[[], None] | None = None,
 ) -> None:
     """One call of ``kind`` for each of ``items``: reserve them in one transaction (as many
     as fit; none: the tick stops), make them (``batched``: their writes in one transaction at
@@ -46,7 +47,9 @@ def spend(
 
     ``call`` gets its ticket (``None``: it waited too long and was released; reserve anew)
     and returns whether to go on. ``sendable``: which of the items that got a reservation
-    may be sent (by request id); the others' reservations are released at their turn."""
+    may be sent (by request id); the others' reservations are released at their turn.
+    ``lane``: waited on before each item (``FanOut.lane``); if it stops the tick, this
+    item's reservation is released with the rest."""
     tickets = reserve(ctx, kind, [request_id(item) for item in items])
     allowed = sendable(items[: len(tickets)]) if sendable is not None else None
     writes: AbstractContextManager[None] = batch_of_calls(ctx) if batched else nullcontext()
@@ -54,6 +57,8 @@ def spend(
     try:
         with writes:
             for item, ticket in zip(items, tickets, strict=False):
+                if lane is not None:
+                    lane()
                 used += 1
                 if allowed is not None and request_id(item) not in allowed:
                     release(ctx, [ticket])  # moved on meanwhile: not sent
