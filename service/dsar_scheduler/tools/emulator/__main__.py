@@ -58,9 +58,34 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--completion-min-s", type=float, default=3_600.0)
     parser.add_argument("--completion-max-s", type=float, default=3 * 86_400.0)
     parser.add_argument("--budget-per-hour", type=int, default=14_400)
+    _file_arguments(parser)
     parser.add_argument("--api-public-origin", default=None, help="e.g. http://emulator:8081")
     parser.add_argument("--s3-public-origin", default=None, help="e.g. http://emulator:8082")
     return parser
+
+
+def _file_arguments(parser: argparse.ArgumentParser) -> None:
+    """Files per subject, as ``dsar simulate`` varies them."""
+    parser.add_argument(
+        "--projects-weights",
+        type=_weights,
+        default=None,
+        help="weights of a subject having data in 1,2,3... projects, e.g. 0.2,0.3,0.5 "
+        "(dsar simulate's realistic profile; default: every subject in 2)",
+    )
+    parser.add_argument(
+        "--empty-month-rate",
+        type=float,
+        default=0.0,
+        help="chance of no file for a project in a month (realistic profile: 0.13)",
+    )
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated weights: {text!r}") from None
 
 
 def _env_float(name: str) -> float | None:
@@ -104,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         completion_min_s=args.completion_min_s,
         completion_max_s=args.completion_max_s,
         budget_per_hour=args.budget_per_hour,
+        projects_weights=args.projects_weights,
+        empty_month_rate=args.empty_month_rate,
         clock_speed=retry_after_speed,
     )
     stop = threading.Event()

@@ -12,11 +12,12 @@ from dsar_scheduler.tools.emulator.api_requests import (
     output_url,
     parse_create,
 )
-from dsar_scheduler.tools.emulator.content import file_specs, subject_amplitude_id
+from dsar_scheduler.tools.emulator.content import subject_amplitude_id
 from dsar_scheduler.tools.emulator.faults import KINDS_BY_ORIGIN, NO_FAULT, FaultDecision
 from dsar_scheduler.tools.emulator.responses import json_response, server_error
 from dsar_scheduler.tools.emulator.server import HttpRequest, HttpResponse
 from dsar_scheduler.tools.emulator.state import OrgState
+from dsar_scheduler.tools.emulator.subjects import subject_files
 
 
 class ApiOrigin:
@@ -99,15 +100,8 @@ class ApiOrigin:
         amplitude_id = subject.amplitude_id
         if amplitude_id is None:
             amplitude_id = subject_amplitude_id(subject.user_id or "")
-        files = file_specs(
-            seed=cfg.seed,
-            amplitude_id=amplitude_id,
-            user_id=subject.user_id if subject.user_id is not None else f"user-{amplitude_id}",
-            start=subject.start,
-            end=subject.end,
-            projects=[cfg.first_project_id + k for k in range(cfg.projects_per_subject)],
-            events_per_file=cfg.events_per_file,
-        )
+        user_id = subject.user_id if subject.user_id is not None else f"user-{amplitude_id}"
+        files = subject_files(cfg, amplitude_id, user_id, subject.start, subject.end)
         with org.lock:
             org.files.forget(spec for job in org.jobs.forget_old(now) for spec in job.files)
             job = org.jobs.open(now, subject, files)

@@ -26,6 +26,10 @@ class CostWindow:
         self._entries: list[tuple[datetime, int]] = []  # sorted by time
         self._totals: list[int] = []  # _totals[i]: cost of every entry up to i, inclusive
         self._dropped = 0  # cost of the entries dropped from the front
+        #: Charges made out of time order (a simulator's lanes run work one after another
+        #: though it overlaps in time) that put a later call's hour over the budget: a 429
+        #: the real order would have answered, so reports count it as one.
+        self.late_overruns = 0
 
     def spent(self, now: datetime) -> int:
         lo, hi = self._bounds(now)
@@ -44,11 +48,18 @@ class CostWindow:
         self._entries.insert(at, (now, cost))
         previous = self._totals[at - 1] if at > 0 else self._dropped
         self._totals[at:] = [previous + cost] + [t + cost for t in self._totals[at:]]
+        if at < len(self._entries) - 1 and self._overruns_later(at, now):
+            self.late_overruns += 1
         stale = bisect.bisect_left(self._entries, self._entries[-1][0] - 2 * WINDOW, key=_time)
         if stale:
             self._dropped = self._totals[stale - 1]
             del self._entries[:stale]
             del self._totals[:stale]
+
+    def _overruns_later(self, at: int, now: datetime) -> bool:
+        """Whether the hour of any charge already made after ``now`` is now over budget."""
+        end = bisect.bisect_left(self._entries, now + WINDOW, key=_time)
+        return any(self.spent(self._entries[i][0]) > self.budget for i in range(at + 1, end))
 
     def seconds_until_fits(self, now: datetime, cost: int) -> float:
         """Clock seconds until ``cost`` would fit, as old charges leave the window."""

@@ -53,6 +53,12 @@ class EmulatorConfig:
 
     # -- files --------------------------------------------------------------------------
     projects_per_subject: int = 2
+    #: Weights of a subject having data in 1, 2, 3... projects (drawn per subject);
+    #: ``None``: every subject has exactly ``projects_per_subject``.
+    projects_weights: tuple[float, ...] | None = None
+    #: Chance that a subject has no events in one project in one month (no file for it);
+    #: a request keeps at least one file.
+    empty_month_rate: float = 0.0
     first_project_id: int = 187_520
     #: Events per file, drawn uniformly (inclusive) per file.
     events_per_file: tuple[int, int] = (5, 60)
@@ -80,6 +86,17 @@ class EmulatorConfig:
     forget_after_s: float | None = None
 
     def __post_init__(self) -> None:
+        problems = self._job_problems() + self._file_problems()
+        if self.budget_per_hour < 1 or self.post_cost < 0 or self.get_cost < 0:
+            problems.append("budget_per_hour must be >= 1 and costs >= 0")
+        if self.presign_ttl_s <= 0 or self.result_ttl_s <= 0:
+            problems.append("presign_ttl_s and result_ttl_s must be positive")
+        if self.clock_speed <= 0:
+            problems.append("clock_speed must be positive")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _job_problems(self) -> list[str]:
         problems = []
         if not 0 <= self.completion_min_s <= self.completion_max_s:
             problems.append("need 0 <= completion_min_s <= completion_max_s")
@@ -92,16 +109,18 @@ class EmulatorConfig:
             problems.append("fail_rate must be within [0, 1]")
         if not self.fail_reasons:
             problems.append("fail_reasons must not be empty")
+        return problems
+
+    def _file_problems(self) -> list[str]:
+        problems = []
         low, high = self.events_per_file
         if not 0 <= low <= high:
             problems.append("events_per_file must be (low, high) with 0 <= low <= high")
         if self.projects_per_subject < 1:
             problems.append("projects_per_subject must be >= 1")
-        if self.budget_per_hour < 1 or self.post_cost < 0 or self.get_cost < 0:
-            problems.append("budget_per_hour must be >= 1 and costs >= 0")
-        if self.presign_ttl_s <= 0 or self.result_ttl_s <= 0:
-            problems.append("presign_ttl_s and result_ttl_s must be positive")
-        if self.clock_speed <= 0:
-            problems.append("clock_speed must be positive")
-        if problems:
-            raise ValueError("; ".join(problems))
+        weights = self.projects_weights
+        if weights is not None and (not weights or min(weights) < 0 or sum(weights) <= 0):
+            problems.append("projects_weights must be non-negative with a positive sum")
+        if not 0.0 <= self.empty_month_rate < 1.0:
+            problems.append("empty_month_rate must be within [0, 1)")
+        return problems

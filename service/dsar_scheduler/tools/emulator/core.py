@@ -155,6 +155,13 @@ class Emulator:
     def rate_limited_count(self) -> int:
         return self._org.calls.rate_limited_count()
 
+    def late_overruns(self) -> int:
+        """Calls served that a later-charged, earlier-timed call put over the budget (only a
+        caller that runs overlapping work one piece after another, the simulator, makes
+        them): 429s the real order would have answered."""
+        with self._org.lock:
+            return self._org.budget.late_overruns
+
     def s3_calls_with_authorization(self) -> list[CallRecord]:
         return [r for r in self.calls("s3") if r.authorization_present]
 

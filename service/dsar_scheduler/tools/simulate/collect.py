@@ -23,9 +23,17 @@ class Trace:
     """What the run noted tick by tick."""
 
     samples: list[Sample] = field(default_factory=list)
-    #: Amplitude's finish (the emulator's clock) to stored, by request id.
-    finish_times: dict[int, float] = field(default_factory=dict)
+    #: When each request was stored, and seconds from Amplitude's finish (the emulator's
+    #: clock) to then, by request id.
+    finish_times: dict[int, tuple[datetime, float]] = field(default_factory=dict)
     ticks: int = 0
+    #: Virtual seconds from each tick's start to its end (its calls and downloads included).
+    tick_seconds: list[float] = field(default_factory=list)
+    #: Downloads made and the nominal bytes they stood for.
+    downloads: int = 0
+    nominal_bytes: int = 0
+    #: Virtual seconds of work on the lanes, all lanes together.
+    lane_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -62,14 +70,15 @@ def collect(
         users_submitted=ledger.submitted,
         cost_per_user=_cost_per_user(ledger.steady_cost_by_kind, users),
         rate_limited=emulator.rate_limited_count(),
+        late_overruns=emulator.late_overruns(),
         lost_to_expiry=ledger.transitions.get(State.EXPIRED, 0),
         failed_jobs=ledger.transitions.get(State.FAILED, 0),
         dead=ledger.dead,
-        done_to_stored_s=list(trace.finish_times.values()),
+        done_to_stored_s=[d for at, d in trace.finish_times.values() if at >= steady_from],
         queue_to_stored_s=[
             (r.stored_at - r.queued_at).total_seconds()
             for r in stored_rows
-            if r.stored_at is not None
+            if r.stored_at is not None and r.stored_at >= steady_from
         ],
         budget_use=steady_cost / (limit * steady_hours),
         limit=limit,
@@ -77,6 +86,10 @@ def collect(
         emulator_cost=emulator.cost_spent_total(),
         emulator_errors=emulator.internal_errors,
         ticks=trace.ticks,
+        tick_seconds=trace.tick_seconds,
+        downloads=trace.downloads,
+        nominal_bytes=trace.nominal_bytes,
+        lane_seconds=trace.lane_seconds,
         api_calls=transport.requests,
         wall_seconds=time.monotonic() - began,
         samples=trace.samples,

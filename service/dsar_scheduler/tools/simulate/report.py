@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dsar_scheduler.tools.simulate.result import Result
+from dsar_scheduler.tools.simulate.workload import distributions
 
 
 def _duration(seconds: float | None) -> str:
@@ -27,11 +28,17 @@ def table(result: Result) -> str:
     lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
     if f["emulator_errors"]:
         lines.append(f"  emulator errors: {f['emulator_errors'][:3]}")
+    lines += ["", "  assumptions:"]
+    lines += [f"    {name}: {words}" for name, words in distributions(w).items()]
     return "\n".join(lines)
 
 
 def _rows(f: dict[str, Any], warmup: float, hours: float) -> list[tuple[str, str]]:
     """(name, value) of each line of the table, from the run's ``figures()``."""
+    return _outcome_rows(f, warmup, hours) + _time_rows(f)
+
+
+def _outcome_rows(f: dict[str, Any], warmup: float, hours: float) -> list[tuple[str, str]]:
     cost = f["cost_per_user"]
     return [
         (
@@ -45,31 +52,38 @@ def _rows(f: dict[str, Any], warmup: float, hours: float) -> list[tuple[str, str
             f"{cost['total']:.1f} = submit {cost['submit']:.1f} + poll {cost['poll']:.1f}"
             f" + fetch {cost['fetch']:.1f}",
         ),
-        ("429 responses", str(f["rate_limited"])),
+        (
+            "429 responses (+ hidden by lane order)",
+            f"{f['rate_limited']} + {f['late_overruns']}: {'ok' if f['no_429'] else 'NOT 0'}",
+        ),
         ("results lost to expiry", str(f["lost_to_expiry"])),
         ("failed jobs resubmitted / dead", f"{f['failed_jobs']} / {f['dead']}"),
-        (
-            "done -> stored p50 / p95 / max",
-            " / ".join(
-                _duration(f[k])
-                for k in ("done_to_stored_p50_s", "done_to_stored_p95_s", "done_to_stored_max_s")
-            ),
-        ),
-        (
-            "queued -> stored p50 / p95 / max",
-            " / ".join(
-                _duration(f[k])
-                for k in ("queue_to_stored_p50_s", "queue_to_stored_p95_s", "queue_to_stored_max_s")
-            ),
-        ),
-        (
-            "budget used (steady)",
-            f"{f['budget_use']:.1%} of {f['limit_per_hour']:,}/h",
-        ),
+        ("budget used (steady)", f"{f['budget_use']:.1%} of {f['limit_per_hour']:,}/h"),
         (
             "ledger cost = emulator's count",
             f"{'yes' if f['ledger_cost'] == f['emulator_cost'] else 'NO'} "
             f"({f['ledger_cost']:,} / {f['emulator_cost']:,})",
+        ),
+        ("deadline", f["deadline"]),
+    ]
+
+
+def _time_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
+    def three(prefix: str, suffix: str = "_s") -> str:
+        return " / ".join(_duration(f[f"{prefix}_{q}{suffix}"]) for q in ("p50", "p95", "max"))
+
+    return [
+        ("done -> stored p50 / p95 / max (steady)", three("done_to_stored")),
+        ("queued -> stored p50 / p95 / max (steady)", three("queue_to_stored")),
+        (
+            "tick duration p50 / p95 / max",
+            three("tick_seconds", "") + f"; {f['ticks_overrunning']} of {f['ticks']:,} over the "
+            f"{_duration(f['tick_interval_s'])} interval",
+        ),
+        (
+            "downloads (nominal size); lanes busy",
+            f"{f['downloads']:,} ({f['nominal_gb_downloaded']:,.1f} GB); "
+            f"{f['lane_busy_share']:.1%} of the run",
         ),
         (
             "ticks / HTTP requests / wall time",
@@ -132,7 +146,35 @@ def _per_hour(result: Result) -> list[float]:
 
 
 def figures(results: list[Result]) -> dict[str, Any]:
-    """One run: its figures; several (``--compare``): keyed by policy."""
+    """One run: its figures; several (``--policy both|all``): keyed by policy, with the
+    planner's users per hour over each other policy's."""
     if len(results) == 1:
         return results[0].figures()
-    return {r.workload.policy: r.figures() for r in results}
+    out: dict[str, Any] = {r.workload.policy: r.figures() for r in results}
+    ratios = planner_ratios(results)
+    if ratios:
+        out["planner_vs"] = ratios
+    return out
+
+
+def planner_ratios(results: list[Result]) -> dict[str, float | None]:
+    """The planner's users per hour over each other policy's, on the same workload."""
+    by_policy = {r.workload.policy: r.users_per_hour for r in results}
+    planner = by_policy.get("planner")
+    if planner is None:
+        return {}
+    return {
+        policy: round(planner / rate, 2) if rate > 0 else None
+        for policy, rate in by_policy.items()
+        if policy != "planner"
+    }
+
+
+def comparison(results: list[Result]) -> str:
+    """One line: the planner against the other policies of the same run."""
+    ratios = planner_ratios(results)
+    parts = [
+        f"{ratio:.2f}x the {policy}" if ratio is not None else f"n/a against the {policy}"
+        for policy, ratio in ratios.items()
+    ]
+    return f"planner: {', '.join(parts)} (users per hour, same workload)" if parts else ""

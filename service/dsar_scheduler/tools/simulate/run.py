@@ -6,8 +6,10 @@ temporary folder, or ``--database-url``), the ``AmplitudeClient`` with its trust
 emulator's request handling (budget with 429s, completion times, failures, pre-signed URLs),
 and every downloaded file verified by ``GzipJsonLinesVerifier``. What is not: there are no
 sockets (an in-process httpx transport hands requests to the emulator), files are verified and
-dropped (``SinkStorage``), files hold a few events each, and time moves only when told to (a
-tick takes no time unless ``latency_ms`` says each call does).
+dropped (``SinkStorage``), files hold a few events each (a download takes the time of a
+nominal size instead, ``network.py``), and the tick's concurrent network work runs one piece
+after another on virtual lanes (``lanes.py``) that keep the time it would have taken.
+Time moves only by the calls' and downloads' time and between ticks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, insert, select
 
@@ -32,6 +35,8 @@ from dsar_scheduler.runtime.migrate import upgrade
 from dsar_scheduler.tick import BASELINE_BATCH
 from dsar_scheduler.tools.emulator import API_PATH, Emulator, EmulatorConfig
 from dsar_scheduler.tools.simulate.collect import Trace, collect
+from dsar_scheduler.tools.simulate.lanes import VirtualLanes
+from dsar_scheduler.tools.simulate.network import Downloads
 from dsar_scheduler.tools.simulate.result import Result, Sample
 from dsar_scheduler.tools.simulate.storage import SinkStorage
 from dsar_scheduler.tools.simulate.transport import InProcessTransport
@@ -43,6 +48,8 @@ API_HOST = "amplitude.sim"
 S3_HOST = "s3.sim"
 KEY, SECRET = "simulated-org-key", "simulated-org-secret"
 PROGRESS_EVERY_H = 6.0
+#: The saturating baseline's batch: more than any budget carries in a tick.
+UNLIMITED_BATCH = 1_000_000
 
 
 def simulate(
@@ -62,11 +69,14 @@ def _run(w: Workload, url: str, progress: Callable[[str], None] | None) -> Resul
     began = time.monotonic()
     clock = FakeClock(START)
     emulator = _emulator(w, clock)
+    downloads = Downloads(w)
     transport = InProcessTransport(
         {API_HOST: emulator.handle_api, S3_HOST: emulator.handle_s3},
         clock=clock,
-        latency_s=w.latency_ms / 1000,
+        latency_s=w.call_seconds,
+        body_seconds=downloads.body_seconds if w.bandwidth_mibps > 0 else None,
     )
+    lanes = VirtualLanes(clock, w.concurrency)
     app = build_app(
         _settings(w, url),
         clock=clock,
@@ -74,10 +84,13 @@ def _run(w: Workload, url: str, progress: Callable[[str], None] | None) -> Resul
         transport=transport,
         download_transport=transport,
         rng=random.Random(w.seed),
+        lanes=lanes,
     )
     app.storage = SinkStorage()
     try:
         trace = _tick_to_the_end(w, app, emulator, clock, began, progress)
+        trace.downloads, trace.nominal_bytes = downloads.count, downloads.nominal_bytes
+        trace.lane_seconds = lanes.busy_seconds
         return collect(w, app, emulator, trace, began, transport)
     finally:
         app.close()
@@ -93,7 +106,7 @@ def _tick_to_the_end(
 ) -> Trace:
     """Queue the arrivals as they fall due and tick as the daemon would, until the end."""
     arrivals = _arrival_times(w, random.Random(f"arrivals:{w.seed}"))
-    start, end = _date_range(w.months, START.date())
+    start, end = date_range(w.months, START.date())
     trace = Trace()
     queued = 0
     next_tick = START
@@ -108,6 +121,7 @@ def _tick_to_the_end(
         tick_start = clock.now()
         report = app.tick()
         trace.ticks += 1
+        trace.tick_seconds.append((clock.now() - tick_start).total_seconds())
         _note_finishes(app, emulator, tick_start, trace.finish_times)
         trace.samples.append(_sample(app, clock.now()))
         regular = tick_start + timedelta(minutes=w.tick_minutes)
@@ -135,7 +149,8 @@ def _settings(w: Workload, database_url: str) -> Settings:
         AMPLITUDE_SECRET_KEY=SECRET,
         cost_budget_per_hour=max(1, round(w.budget / w.scale)),
         budget_fraction=w.fraction,
-        policy=w.policy,
+        policy="planner" if w.policy == "planner" else "baseline",
+        concurrency=w.concurrency,
         tick_interval_seconds=w.tick_minutes * 60,
         poll_interval_seconds=w.poll_interval_minutes * 60,
         max_poll_gap_seconds=w.max_poll_gap_hours * HOUR,
@@ -148,7 +163,10 @@ def _settings(w: Workload, database_url: str) -> Settings:
 
 
 def _batch_size(w: Workload) -> int | None:
-    """The seed's batch per tick scales with the run (a tenth of it at 1/10 scale)."""
+    """The seed's batch per tick scales with the run (a tenth of it at 1/10 scale); the
+    saturating baseline has none: it submits all the budget allows after its polls."""
+    if w.policy == "saturating":
+        return UNLIMITED_BATCH
     if w.submit_batch_size is not None:
         return max(1, round(w.submit_batch_size / w.scale))
     if w.policy == "baseline" and w.scale != 1:
@@ -160,24 +178,33 @@ def _emulator(w: Workload, clock: FakeClock) -> Emulator:
     config = EmulatorConfig(
         api_key=KEY,
         secret_key=SECRET,
-        seed=w.seed,
         api_public_origin=f"https://{API_HOST}",
         s3_public_origin=f"https://{S3_HOST}",
-        completion_min_s=w.completion_min_h * HOUR,
-        completion_max_s=w.completion_max_h * HOUR,
-        completion_mode_s=None if w.completion_mode_h is None else w.completion_mode_h * HOUR,
-        fail_rate=w.fail_rate,
-        projects_per_subject=w.projects,
-        events_per_file=(1, 3),
         cache_files=False,
-        budget_per_hour=max(1, round(w.budget / w.scale)),
         record_calls=False,
         forget_after_s=6 * HOUR,
+        **emulator_options(w),
     )
     return Emulator(config, clock)
 
 
-def _date_range(months: int, today: date) -> tuple[date, date]:
+def emulator_options(w: Workload) -> dict[str, Any]:
+    """Amplitude's behaviour in this workload, as ``EmulatorConfig`` fields: also what a real
+    ``dsar run`` is given to compare against (``tests/bench/daemon_vs_sim.py``)."""
+    return {
+        "seed": w.seed,
+        "completion_min_s": w.completion_min_h * HOUR,
+        "completion_max_s": w.completion_max_h * HOUR,
+        "completion_mode_s": None if w.completion_mode_h is None else w.completion_mode_h * HOUR,
+        "fail_rate": w.fail_rate,
+        "projects_weights": w.projects,
+        "empty_month_rate": w.empty_month_rate,
+        "events_per_file": (1, 3),
+        "budget_per_hour": max(1, round(w.budget / w.scale)),
+    }
+
+
+def date_range(months: int, today: date) -> tuple[date, date]:
     """A range that touches exactly ``months`` calendar months and ends last month."""
     end = today.replace(day=1) - timedelta(days=1)
     index = end.year * 12 + end.month - 1 - (months - 1)
@@ -238,7 +265,7 @@ def _enqueue_arrived(
 
 
 def _note_finishes(
-    app: App, emulator: Emulator, since: datetime, finish_times: dict[int, float]
+    app: App, emulator: Emulator, since: datetime, finish_times: dict[int, tuple[datetime, float]]
 ) -> None:
     """Amplitude's own finish time of each request stored in the last tick (the emulator
     forgets jobs some hours after their results expire)."""
@@ -252,7 +279,7 @@ def _note_finishes(
         if rid in finish_times or remote is None or stored_at is None:
             continue
         finished = emulator.job(remote).finishes_at
-        finish_times[rid] = (stored_at - finished).total_seconds()
+        finish_times[rid] = (stored_at, (stored_at - finished).total_seconds())
 
 
 def _sample(app: App, now: datetime) -> Sample:

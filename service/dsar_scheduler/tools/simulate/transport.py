@@ -47,6 +47,8 @@ class InProcessTransport(httpx.BaseTransport):
 
     ``clock`` and ``latency_s``: a virtual clock moved forward by ``latency_s`` around every
     request (half before the emulator sees it, half after), so calls take time as on a network.
+    ``body_seconds``: the time a streamed body (a file download) takes, by the request's path,
+    added after the response.
     """
 
     def __init__(
@@ -54,10 +56,12 @@ class InProcessTransport(httpx.BaseTransport):
         routes: dict[str, Handler],
         clock: FakeClock | None = None,
         latency_s: float = 0.0,
+        body_seconds: Callable[[str], float] | None = None,
     ) -> None:
         self.routes = routes
         self.clock = clock
         self.half = timedelta(seconds=latency_s / 2)
+        self.body_seconds = body_seconds
         self.requests = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -74,6 +78,8 @@ class InProcessTransport(httpx.BaseTransport):
         )
         if self.clock is not None and self.half:
             self.clock.advance(self.half)
+        if self.clock is not None and self.body_seconds and answer.chunks is not None:
+            self.clock.advance(self.body_seconds(request.url.path))
         if answer.drop:
             raise httpx.RemoteProtocolError(
                 "Server disconnected without sending a response.", request=request
