@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dsar_scheduler.adapters.clock import FakeClock
 from dsar_scheduler.config import Settings
+from dsar_scheduler.core.planner import STRETCH_CEILING_S
 from dsar_scheduler.core.states import State
 from dsar_scheduler.runtime.migrate import upgrade
 from dsar_scheduler.runtime.ops_http import OpsServer
@@ -143,6 +144,55 @@ def test_no_successful_tick_threshold_is_two_of_the_exported_tick_intervals() ->
     rule = next(r for r in alert_rules() if r["alert"] == "DsarNoSuccessfulTick")
     threshold = " ".join(rule["expr"].rsplit(">", 1)[1].split())
     assert threshold == "2 * max by (job) (dsar_tick_interval_seconds)"
+
+
+def test_the_sla_default_leaves_the_seeds_five_days_quiet() -> None:
+    """A job that takes the seed's 5 days is stored within one stretched poll gap, a tick and
+    its fetch; the default SLA is past that, and the alert's text names it."""
+    settings = Settings()
+    sla = timedelta(seconds=settings.completion_sla_seconds)
+    tick = timedelta(seconds=settings.tick_interval_seconds)
+    slowest_stored = timedelta(days=5) + timedelta(seconds=STRETCH_CEILING_S) + tick
+    assert slowest_stored + timedelta(hours=6) <= sla == timedelta(days=6)
+    rule = next(r for r in alert_rules() if r["alert"] == "DsarRequestsPastSla")
+    assert f"({sla.days} days by default)" in rule["annotations"]["description"]
+
+
+@pytest.mark.parametrize(
+    ("takes", "late"),
+    [(timedelta(days=5), False), (timedelta(days=7), True)],
+    ids=["the seed's 5 days", "7 days"],
+)
+def test_the_past_sla_gauge_counts_only_requests_past_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, takes: timedelta, late: bool
+) -> None:
+    """The service itself, ticking every 3 hours (few ticks: a quick test) against the
+    emulator with one job that takes ``takes``: ``dsar_requests_past_sla`` (what the alert
+    reads) stays 0 for a job inside 5 days, and is 1 past 6 days for one that takes longer."""
+    url = f"sqlite:///{tmp_path}/dsar.db"
+    upgrade(url)
+    clock = FakeClock()
+    monkeypatch.chdir(tmp_path)
+    seconds = takes.total_seconds()
+    options = {"completion_min_s": seconds, "completion_max_s": seconds}
+    seen: list[tuple[timedelta, float | None]] = []
+    with harness(url, tmp_path, clock, emulator_options=options) as h:
+        h.enqueue(101, "2025-01-01", "2025-01-31")
+        h.tick()
+        submitted = clock.now()
+
+        def watch() -> bool:
+            value = h.app.metrics.registry.get_sample_value("dsar_requests_past_sla")
+            seen.append((clock.now() - submitted, value))
+            return h.all_final() or clock.now() - submitted > timedelta(days=6, hours=4)
+
+        h.run_until(watch, step=timedelta(hours=3))
+        stored = h.states() == {"stored": 1}
+    six_days = timedelta(days=6)
+    assert stored is not late
+    assert all(value == 0 for elapsed, value in seen if elapsed <= six_days)
+    after = [value for elapsed, value in seen if elapsed > six_days]
+    assert (after and set(after) == {1.0}) if late else after == []
 
 
 def test_the_tick_interval_gauge_is_the_setting(live_metrics: str) -> None:

@@ -18,6 +18,7 @@ from dsar_scheduler.core.planner import (
     Outstanding,
     Plan,
     PlannerConfig,
+    budget_bound,
     files_per_month,
     next_required_poll,
     plan,
@@ -173,7 +174,8 @@ def test_a_request_in_retry_is_left_to_its_retry_time() -> None:
 
 
 def test_submissions_stop_at_the_commitment_target() -> None:
-    target = steady_state(PRIOR, 26.0, 14_400, CONFIG)[2]
+    # the target at the gap this queue stretches to (the same queue, the same model)
+    target = plan(facts([], queued=10_000), CONFIG).target
     crowd = int(target / 27) + 500  # more in flight than the budget carries
     requests = [outstanding(i, 1 + (i % 60), 0.5, 7.5) for i in range(crowd)]
     result = plan(facts(requests, queued=10_000), CONFIG)
@@ -195,6 +197,26 @@ def test_submissions_after_the_polls_follow_the_queue_and_the_budget() -> None:
     # 32 left, 16 of them kept for the next tick's two submissions: room for two now
     assert submits_now(result, headroom=32, freed_before_next=0, queued=5) == 2
     assert submits_now(result, headroom=0, freed_before_next=0, queued=5) == 0
+
+
+@pytest.mark.parametrize(
+    ("headroom", "queued", "pending_files", "cap", "count", "bound"),
+    [
+        (1000, 5, 0, 2000, 5, False),  # the whole queue went
+        (32, 5, 0, 2000, 2, True),  # the budget held three back: more go when it has room
+        (0, 5, 0, 2000, 0, True),
+        (1000, 0, 0, 2000, 0, False),  # nothing waits
+        (1000, 5, 0, 2, 2, False),  # the cap, not the budget
+        (1000, 5, 10**7, 2000, 0, False),  # the commitment is past its target
+    ],
+)  # fmt: skip
+def test_submissions_held_back_by_the_budget_are_told_apart(
+    headroom: int, queued: int, pending_files: int, cap: int, count: int, bound: bool
+) -> None:
+    config = PlannerConfig(max_submits=cap)
+    result = plan(facts([], headroom=1000, queued=2, pending_files=pending_files), config)
+    assert submits_now(result, headroom=headroom, freed_before_next=0, queued=queued) == count
+    assert budget_bound(result, queued, count) is bound
 
 
 def test_the_next_required_poll_is_the_gap_away() -> None:

@@ -151,6 +151,23 @@ def test_the_settings_choose_the_baseline(settings: FakeSettings, expected: Base
             FakeSettings(poll_interval_seconds=9 * 3600, submit_batch_size=5),
             PlannerConfig(max_gap_s=8 * 3600, min_gap_s=8 * 3600, max_submits=5),
         ),
+        # the gap stretches to twice the setting, never past 16 h, never below the setting
+        (
+            FakeSettings(max_poll_gap_seconds=4 * 3600),
+            PlannerConfig(4 * 3600, stretch_gap_s=8 * 3600),
+        ),
+        (
+            FakeSettings(max_poll_gap_seconds=12 * 3600),
+            PlannerConfig(12 * 3600, stretch_gap_s=16 * 3600),
+        ),
+        (
+            FakeSettings(max_poll_gap_seconds=24 * 3600),
+            PlannerConfig(24 * 3600, stretch_gap_s=24 * 3600),
+        ),
+        (
+            FakeSettings(max_poll_gap_seconds=900),
+            PlannerConfig(max_gap_s=900, stretch_gap_s=1800, min_gap_s=900),
+        ),
     ],
 )
 def test_the_settings_configure_the_planner(
@@ -208,13 +225,25 @@ def test_the_planner_submits_nothing_before_it_planned() -> None:
     assert reads.asked == []
 
 
+@pytest.mark.parametrize(("waiting", "gap_h"), [(0, 8), (50, 8), (100_000, 16)])
+def test_the_next_poll_is_the_plans_gap(waiting: int, gap_h: float) -> None:
+    """The gap a request seen running (or submitted) in this tick is given: stretched while
+    the queue waits on the budget, the setting when it does not and before any plan."""
+    policy = planner()
+    assert policy.next_poll(NOW) == NOW + timedelta(hours=8)
+    polls = policy.polls(FakeReads(waiting=waiting), NOW)
+    assert polls.plan is not None and polls.plan["gap_h"] == gap_h
+    assert policy.next_poll(NOW) == NOW + timedelta(hours=gap_h)
+
+
 def test_the_planner_plans_from_the_ledgers_facts_in_clock_seconds() -> None:
     reads = FakeReads(candidates=[Candidate(7, NOW - timedelta(hours=9))], waiting=1)
     policy = planner(tick_interval_s=1800 * 60)  # DSAR_TICK_INTERVAL_SECONDS: clock seconds
     polls = policy.polls(reads, NOW)
     assert polls.ids == [7]  # never polled in 9 h: required
     assert polls.plan is not None and polls.plan["required"] == 1
-    assert ("freed_by", timedelta(seconds=1800 * 60)) in reads.asked
+    # what leaves the window by the end of the next tick (within two intervals)
+    assert ("freed_by", timedelta(seconds=2 * 1800 * 60)) in reads.asked
     assert [a[0] for a in reads.asked][:4] == [
         "poll_candidates",
         "completion_samples",
@@ -247,4 +276,39 @@ def test_the_planner_wakes_when_work_falls_due(
 ) -> None:
     reads = FakeReads(due=due, frees=frees, budget_limit=11_520)
     assert planner().wake_at(reads, NOW, budget_full) == expected
+    assert (("budget_frees_at", 576) in reads.asked) is share_asked
+
+
+@pytest.mark.parametrize(
+    ("headroom", "expected"),
+    [
+        (576, NOW + timedelta(seconds=60)),  # a share left the window while the tick ran: soon
+        (575, None),  # less than a share free, and nothing counted to leave it
+    ],
+)
+def test_a_tick_stopped_on_a_full_window_wakes_for_room_freed_meanwhile(
+    headroom: int, expected: datetime | None
+) -> None:
+    reads = FakeReads(headroom_=headroom, frees=None, budget_limit=11_520)
+    assert planner().wake_at(reads, NOW, budget_full=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("headroom", "waiting", "expected", "share_asked"),
+    [
+        # the budget cut the submissions: wake when a share of it leaves the window
+        (20, 1000, NOW + timedelta(minutes=3), True),
+        (11_520, 1, None, False),  # the whole queue went: nothing to wake for
+    ],
+)
+def test_the_planner_wakes_when_the_budget_cut_its_submissions(
+    headroom: int, waiting: int, expected: datetime | None, share_asked: bool
+) -> None:
+    reads = FakeReads(
+        headroom_=headroom, waiting=waiting, frees=NOW + timedelta(minutes=3), budget_limit=11_520
+    )
+    policy = planner()
+    policy.polls(reads, NOW)
+    policy.submits(reads, NOW)
+    assert policy.wake_at(reads, NOW, budget_full=False) == expected
     assert (("budget_frees_at", 576) in reads.asked) is share_asked

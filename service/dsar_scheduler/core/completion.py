@@ -106,6 +106,11 @@ class CompletionModel:
         the one that sees it finish included."""
         return self.polls_owed(gap_s).at(seen_running_s)
 
+    def expected_polls(self, seen_running_s: float, gap_s: float) -> float:
+        """:meth:`remaining_polls` at one age, summed directly (no table: for comparing
+        gaps)."""
+        return _expected_polls(self, seen_running_s, gap_s)
+
     def polls_owed(self, gap_s: float) -> PollsOwed:
         """:meth:`remaining_polls` for every age at one gap, computed once per model and gap
         (a tick asks it for every outstanding request; hashing the model each time would

@@ -5,7 +5,7 @@ Plain functions of plain facts (no database, no clock, no I/O), so that the tick
 simulator and the tests run the same decisions.
 
 Why it works this way (the documented API: POST 8, GET 1, 14,400 an hour, jobs finish within
-3 days, results kept 2 days after that):
+3 days (the seed said 5), results kept 2 days after that):
 
 * One user costs at least 8 (POST) + 1 (the poll that sees ``done``) + one GET per file (about
   26): 35. Every other poll is the price of latency, and polls are the only cost a scheduler
@@ -15,6 +15,15 @@ Why it works this way (the documented API: POST 8, GET 1, 14,400 an hour, jobs f
   within 8 h of finishing, its files are fetched at once (fetches go first in every tick), and
   40 h of the 48 are left as margin. Polling exactly that often is the fewest polls any
   schedule with that promise can make: a job that takes T needs at least ceil(T / gap) polls.
+* **The gap stretches** while the queue waits on the budget: with the queue at more than an
+  hour of the budget, required polls crowd out submissions, so the gap grows an hour for each
+  further hour of queue, up to ``stretch_gap_s`` (16 h by default, never more than twice the
+  configured gap nor past ``STRETCH_CEILING_S``), and only as far as it still saves polls
+  (fast jobs need one poll whatever the gap). A finished job is then seen within 16 h (plus a
+  tick) and fetched at once, 32 h before its results expire. The price is done-to-stored
+  time: half the gap on average. The gap is this plan's, given to each request when it is
+  next seen running; a shorter one applies from each request's next poll (and optional polls
+  reach the rest as soon as the budget has room).
 * **Submissions** are paced by commitment. Every outstanding request still owes its expected
   remaining required polls and its files (pending files of finished ones are owed too); the sum
   is the commitment ``C``. A steady stream of ``r`` users an hour carries, by Little's law,
@@ -47,17 +56,29 @@ __all__ = [
     "PRIOR_FILES_PER_MONTH",
     "PRIOR_MONTHS_WEIGHT",
     "PRIOR_WEIGHT",
+    "STRETCH_CEILING_S",
     "CompletionModel",
     "Facts",
     "Outstanding",
     "Plan",
     "PlannerConfig",
+    "budget_bound",
     "files_per_month",
     "next_required_poll",
     "plan",
+    "poll_gap",
     "steady_state",
     "submits_now",
 ]
+
+#: The longest the required gap ever stretches to: a third of the 48 h a result is kept, so a
+#: finished job is seen with 32 h (less a tick) left to fetch it; the expiry alert fires at
+#: 12 h left, far behind.
+STRETCH_CEILING_S = 16 * HOUR
+#: The gap grows this much per hour of queue beyond the first.
+STRETCH_STEP_S = HOUR
+#: Fewer polls per user than this saved: the longer gap is only latency.
+MIN_POLLS_SAVED = 0.05
 
 #: Files per month of a request's date range before any is seen (the seed's example: two
 #: projects, one file per month each), weighted as this many months of observations.
@@ -90,7 +111,7 @@ class Facts:
     limit: int
     #: Cost still available in the rolling hour now (0 while a 429 backoff holds).
     headroom: int
-    #: Cost that leaves the rolling hour before the next tick.
+    #: Cost that leaves the rolling hour before the next tick's work is done.
     freed_before_next: int
     outstanding: Sequence[Outstanding]
     #: Files of finished requests still to fetch.
@@ -117,6 +138,9 @@ class PlannerConfig:
     overcommit: float = 1.1
     #: Most submissions in one tick (bounds a tick's work).
     max_submits: int = 2000
+    #: The longest the gap stretches to while the queue waits on the budget (at or below
+    #: ``max_gap_s``: never stretched).
+    stretch_gap_s: float = STRETCH_CEILING_S
 
 
 @dataclass
@@ -146,6 +170,10 @@ class Plan:
     #: Every eligible optional poll fitted (the budget did not bind), and the next moment
     #: another request becomes eligible: a reason to wake before the next regular tick.
     next_optional_at: datetime | None = None
+    #: The required poll gap a request seen running now is given (stretched or not).
+    gap_s: float = 8 * HOUR
+    #: Hours of the whole budget the queue needs (at the unstretched gap's cost per user).
+    queue_h: float = 0.0
 
     def summary(self) -> dict[str, float | int]:
         return {
@@ -158,6 +186,8 @@ class Plan:
             "target": round(self.target),
             "cost_per_user": round(self.cost_per_user, 1),
             "rate_per_hour": round(self.rate_per_hour, 1),
+            "gap_h": round(self.gap_s / HOUR, 2),
+            "queue_h": round(self.queue_h, 1),
         }
 
 
@@ -168,13 +198,16 @@ def steady_state(
     limit: int,
     config: PlannerConfig,
     discovery_delay_s: float | None = None,
+    gap_s: float | None = None,
 ) -> tuple[float, float, float]:
-    """(cost per user, users per hour the budget sustains, the commitment they carry).
+    """(cost per user, users per hour the budget sustains, the commitment they carry), with
+    required polls every ``gap_s`` (default: the configured gap).
 
     A request is committed from its submission until its files are fetched: while it runs
     (the model's survival) and then until a poll sees it finished (``discovery_delay_s``, by
     default half the required gap), owing one poll and its files meanwhile."""
-    owed_polls = model.polls_owed(config.max_gap_s)
+    gap_s = config.max_gap_s if gap_s is None else gap_s
+    owed_polls = model.polls_owed(gap_s)
     per_new = owed_polls.at(0.0) * STATUS_COST + files * FETCH_COST
     cost = SUBMIT_COST + per_new
     rate = limit * (1.0 - config.slack) / cost
@@ -185,7 +218,7 @@ def steady_state(
         if alive <= EPSILON:
             continue
         owed += alive * (owed_polls.at(k * step) * STATUS_COST + files * FETCH_COST) * step
-    delay = config.max_gap_s / 2 if discovery_delay_s is None else discovery_delay_s
+    delay = gap_s / 2 if discovery_delay_s is None else discovery_delay_s
     owed += delay * (files * FETCH_COST + STATUS_COST)
     return cost, rate, rate / HOUR * owed
 
@@ -208,12 +241,12 @@ class _Workload(NamedTuple):
     next_eligible: datetime | None
 
 
-def _workload(facts: Facts, config: PlannerConfig) -> _Workload:
+def _workload(facts: Facts, config: PlannerConfig, gap_s: float) -> _Workload:
     """Sort the outstanding requests into required and optional polls, and add up what they
-    owe now, later and in all."""
+    owe now, later and in all (polled every ``gap_s`` from now on)."""
     now, model = facts.now, facts.model
     next_tick = now + timedelta(seconds=facts.interval_s)
-    owed_polls = model.polls_owed(config.max_gap_s)
+    owed_polls = model.polls_owed(gap_s)
     required: list[tuple[datetime, int]] = []
     optional: list[tuple[float, int, float]] = []
     commitment = float(facts.pending_files * FETCH_COST)
@@ -244,10 +277,12 @@ def _workload(facts: Facts, config: PlannerConfig) -> _Workload:
 
 def plan(facts: Facts, config: PlannerConfig) -> Plan:
     """Decide this tick's polls and submissions (see the module's docstring)."""
-    work = _workload(facts, config)
-    cost, rate, target = steady_state(
-        facts.model, facts.files_per_new, facts.limit, config, facts.discovery_delay_s
-    )
+    model, files, delay = facts.model, facts.files_per_new, facts.discovery_delay_s
+    base_rate = steady_state(model, files, facts.limit, config, delay)[1]
+    queue_h = facts.queued / max(base_rate, EPSILON)
+    gap = poll_gap(model, queue_h, config)
+    work = _workload(facts, config, gap)
+    cost, rate, target = steady_state(model, files, facts.limit, config, delay, gap)
     target *= config.overcommit
     per_new = cost - SUBMIT_COST
     next_submits = min(float(facts.queued), rate * facts.interval_s / HOUR)
@@ -273,7 +308,25 @@ def plan(facts: Facts, config: PlannerConfig) -> Plan:
         per_new=per_new,
         max_submits=config.max_submits,
         next_optional_at=work.next_eligible if all_fit else None,
+        gap_s=gap,
+        queue_h=queue_h,
     )
+
+
+def poll_gap(model: CompletionModel, queue_h: float, config: PlannerConfig) -> float:
+    """The required poll gap for a queue that needs ``queue_h`` hours of the budget: the
+    configured gap up to an hour of queue, then a step longer per further hour, up to
+    ``stretch_gap_s``; of those, the shortest within ``MIN_POLLS_SAVED`` of the fewest
+    polls per user (a stretch that saves no poll would only add latency)."""
+    base = config.max_gap_s
+    steps = max(0, int(queue_h - 1.0))  # whole hours of queue beyond the first
+    longest = min(max(base, config.stretch_gap_s), base + STRETCH_STEP_S * steps)
+    gaps = [base]
+    while gaps[-1] < longest:
+        gaps.append(min(longest, gaps[-1] + STRETCH_STEP_S))
+    polls = [model.expected_polls(0.0, gap) for gap in gaps]
+    fewest = min(polls)
+    return next(gap for gap, n in zip(gaps, polls, strict=True) if n <= fewest + MIN_POLLS_SAVED)
 
 
 def _optional_polls_that_fit(optional: list[tuple[float, int, float]], room: float) -> list[int]:
@@ -289,7 +342,7 @@ def _optional_polls_that_fit(optional: list[tuple[float, int, float]], room: flo
 
 def _room(headroom: float, freed_before_next: float, reserve_next: float) -> float:
     """What may be spent now: the headroom, less what the next tick needs beyond what leaves
-    the rolling hour before it."""
+    the rolling hour before its work is done."""
     return min(headroom, headroom + freed_before_next - reserve_next)
 
 
@@ -304,6 +357,14 @@ def _submits(
     return max(0, min(queued, cap, by_commitment, int(room // SUBMIT_COST)))
 
 
+def budget_bound(plan_: Plan, queued: int, count: int) -> bool:
+    """Whether the budget, not the commitment, the queue or the cap, held submissions at
+    ``count``: more go as soon as the budget has room."""
+    unbounded = float(SUBMIT_COST * queued)  # room for the whole queue
+    p = plan_
+    return count < _submits(queued, p.max_submits, p.target, p.commitment, p.per_new, unbounded)
+
+
 def submits_now(plan_: Plan, headroom: int, freed_before_next: int, queued: int) -> int:
     """Submissions once this tick's polls and fetches are paid: the queue may have grown (a
     poll found a failed job to resubmit) and the budget shrunk (more finished than expected).
@@ -312,9 +373,10 @@ def submits_now(plan_: Plan, headroom: int, freed_before_next: int, queued: int)
     return _submits(queued, plan_.max_submits, plan_.target, plan_.commitment, plan_.per_new, room)
 
 
-def next_required_poll(now: datetime, config: PlannerConfig) -> datetime:
-    """When a request just seen running must next be polled."""
-    return now + timedelta(seconds=config.max_gap_s)
+def next_required_poll(now: datetime, config: PlannerConfig, plan_: Plan | None = None) -> datetime:
+    """When a request just seen running must next be polled: the plan's gap (stretched or
+    not), or the configured one before any plan."""
+    return now + timedelta(seconds=config.max_gap_s if plan_ is None else plan_.gap_s)
 
 
 def files_per_month(observed_files: int, observed_months: int) -> float:

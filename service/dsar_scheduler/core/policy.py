@@ -18,11 +18,13 @@ from dsar_scheduler.core import schedule
 from dsar_scheduler.core.costs import SUBMIT_COST
 from dsar_scheduler.core.planner import (
     PRIOR_WEIGHT,
+    STRETCH_CEILING_S,
     CompletionModel,
     Facts,
     Outstanding,
     Plan,
     PlannerConfig,
+    budget_bound,
     files_per_month,
     next_required_poll,
     plan,
@@ -143,10 +145,13 @@ def select_policy(settings: PolicySettings) -> Policy:
 
 
 def planner_config(settings: PolicySettings) -> PlannerConfig:
+    """The planner's settings; the gap may stretch to twice DSAR_MAX_POLL_GAP_SECONDS, never
+    past ``STRETCH_CEILING_S`` (a gap set longer than that is never stretched)."""
     gap = settings.max_poll_gap_seconds
     batch = settings.submit_batch_size
     return PlannerConfig(
         max_gap_s=gap,
+        stretch_gap_s=max(gap, min(2 * gap, STRETCH_CEILING_S)),
         min_gap_s=min(settings.poll_interval_seconds, gap),
         max_submits=PlannerConfig.max_submits if batch is None else batch,
     )
@@ -224,9 +229,12 @@ class Planner:
         #: Clock seconds until the next regular tick (DSAR_TICK_INTERVAL_SECONDS).
         self.interval_s = tick_interval_s
         self.plan: Plan | None = None
+        #: The budget, not the commitment, cut this tick's submissions (``submits``).
+        self.starved = False
 
     def next_poll(self, now: datetime) -> datetime:
-        return next_required_poll(now, self.config)
+        """This tick's gap (stretched while the queue waits on the budget) from now."""
+        return next_required_poll(now, self.config, self.plan)
 
     def polls(self, reads: PolicyReads, now: datetime) -> Polls:
         self.plan = plan(self.facts(reads, now), self.config)
@@ -236,28 +244,34 @@ class Planner:
         """What the plan allows, cut to what still fits after this tick's polls and fetches."""
         if self.plan is None:
             return Submits(0)
+        queued = reads.count_in(SUBMITTABLE)
         count = submits_now(
-            self.plan,
-            reads.headroom(now),
-            reads.freed_by(now, self._next_tick(now)),
-            reads.count_in(SUBMITTABLE),
+            self.plan, reads.headroom(now), reads.freed_by(now, self._next_done(now)), queued
         )
+        self.starved = budget_bound(self.plan, queued, count)
         deferred = self.plan.summary() if count == 0 and self.plan.queued else None
         return Submits(count, deferred)
 
     def wake_at(self, reads: PolicyReads, now: datetime, budget_full: bool) -> datetime | None:
         """A required poll or a retry falling due, a request becoming eligible for an optional
-        poll while the budget is not binding, or (the tick stopped on a full window) enough
-        of the budget leaving the rolling hour."""
+        poll while the budget is not binding, or enough of the budget leaving the rolling
+        hour when the tick stopped on a full window or the budget cut its submissions (room
+        that frees between ticks is otherwise left unused until the next one)."""
         due = [reads.next_due(now)]
         if self.plan is not None:
             due.append(self.plan.next_optional_at)
         if budget_full:
+            due.append(_budget_wake(reads, now))
+        elif self.starved:
             due.append(reads.budget_frees_at(now, schedule.budget_share(reads.budget_limit)))
         return schedule.wake_at(now, due, self.interval_s)
 
-    def _next_tick(self, now: datetime) -> datetime:
-        return now + timedelta(seconds=self.interval_s)
+    def _next_done(self, now: datetime) -> datetime:
+        """When the next tick's work is done: it starts within an interval and, not
+        overrunning, ends within the next. What leaves the rolling hour by then is there for
+        it: calls take time, so the calls of the tick an hour before the next one land just
+        after that tick began and leave while the next one runs, not before it starts."""
+        return now + timedelta(seconds=2 * self.interval_s)
 
     def facts(self, reads: PolicyReads, now: datetime) -> Facts:
         """What the planner decides from (one read each)."""
@@ -272,7 +286,7 @@ class Planner:
             interval_s=self.interval_s,
             limit=reads.budget_limit,
             headroom=reads.headroom(now),
-            freed_before_next=reads.freed_by(now, self._next_tick(now)),
+            freed_before_next=reads.freed_by(now, self._next_done(now)),
             outstanding=[_outstanding(c, per_month) for c in candidates],
             pending_files=reads.count_pending_files(),
             queued=reads.count_in(SUBMITTABLE),
@@ -280,6 +294,17 @@ class Planner:
             model=model,
             discovery_delay_s=_discovery_delay(samples, self.config.max_gap_s / 2),
         )
+
+
+def _budget_wake(reads: PolicyReads, now: datetime) -> datetime | None:
+    """When a tick that stopped on a full window has room again: as soon as a share of the
+    limit has left the window, or now if that share already has while the tick's last calls
+    were still running (calls take time, and the window moves meanwhile)."""
+    share = schedule.budget_share(reads.budget_limit)
+    frees = reads.budget_frees_at(now, share)
+    if frees is None and reads.headroom(now) >= share:
+        return now
+    return frees
 
 
 def _completion_model(
