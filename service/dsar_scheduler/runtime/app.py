@@ -73,6 +73,26 @@ class App:
         self.engine.dispose()
 
 
+def _client(
+    settings: Settings,
+    clock: Clock,
+    transport: httpx.BaseTransport | None,
+    download_transport: httpx.BaseTransport | None,
+) -> AmplitudeClient:
+    api_key, secret_key = settings.require_credentials()
+    return AmplitudeClient(
+        settings.api_base_url,
+        api_key,
+        secret_key,
+        allow_http=settings.allow_http,
+        timeout=settings.http_timeout_seconds,
+        download_timeout=settings.download_timeout_seconds,
+        transport=transport,
+        download_transport=download_transport,
+        now=clock.now,
+    )
+
+
 def build_app(
     settings: Settings,
     clock: Clock | None = None,
@@ -88,21 +108,10 @@ def build_app(
     metrics = metrics or Metrics()
     metrics.tick_interval.set(settings.tick_interval_seconds)
     _announce_clock(clock, metrics)
-    api_key, secret_key = settings.require_credentials()
     engine = make_engine(settings.database_url)
     sessions = sessionmaker(engine, expire_on_commit=False)
     ledger = Ledger(sessions, settings.budget_limit, on_transitions=transition_listener(metrics))
-    client = AmplitudeClient(
-        settings.api_base_url,
-        api_key,
-        secret_key,
-        allow_http=settings.allow_http,
-        timeout=settings.http_timeout_seconds,
-        download_timeout=settings.download_timeout_seconds,
-        transport=transport,
-        download_transport=download_transport,
-        now=clock.now,
-    )
+    client = _client(settings, clock, transport, download_transport)
     storage = _open_storage(settings)
     metrics.watch_ledger(
         ledger,

@@ -27,6 +27,9 @@ from dsar_scheduler.adapters.amplitude.trust import REDIRECT_CODES, TrustRules
 
 #: Amplitude request ids are stored as 64-bit integers.
 MAX_REMOTE_ID = 2**63 - 1
+#: Connections kept open per client: one per lane at the largest DSAR_CONCURRENCY, so that
+#: concurrent polls and downloads reuse theirs instead of a new TLS handshake each.
+POOL = httpx.Limits(max_connections=100, max_keepalive_connections=64)
 
 
 def _system_now() -> datetime:
@@ -61,6 +64,7 @@ class AmplitudeClient:
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
             transport=transport,
+            limits=POOL,
             headers={"Accept": "application/json", "User-Agent": "dsar-scheduler"},
             event_hooks={"response": [self._rules.vet_redirect]},
         )
@@ -69,6 +73,7 @@ class AmplitudeClient:
             timeout=httpx.Timeout(download_timeout, connect=timeout),
             follow_redirects=False,
             transport=download_transport,
+            limits=POOL,
             headers={"User-Agent": "dsar-scheduler"},
         )
 
