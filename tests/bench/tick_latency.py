@@ -24,19 +24,16 @@ from typing import Any
 
 import httpx
 from sqlalchemy import text
-from sqlalchemy.orm import sessionmaker
 
 from dsar_scheduler.adapters.amplitude import AmplitudeClient
 from dsar_scheduler.adapters.clock import FakeClock
 from dsar_scheduler.adapters.db import make_engine
-from dsar_scheduler.config import US_API, load_settings
-from dsar_scheduler.ledger import Ledger
+from dsar_scheduler.config import US_API
 from dsar_scheduler.logs import configure
-from dsar_scheduler.metrics import Metrics
-from dsar_scheduler.tick import Tick, transition_listener
+from dsar_scheduler.tick import Tick
 from dsar_scheduler.tick.lanes import lanes_for
 from dsar_scheduler.tools.simulate.storage import SinkStorage
-from tests.bench.tick_work import FILE, NOW, pg_schema, populate
+from tests.bench.tick_work import FILE, NOW, bench_ledger, pg_schema, populate
 
 PRESIGNED = "https://presigned.example"
 
@@ -90,23 +87,7 @@ def run(
     url: str, concurrency: int, latency_s: float, done_share: float, policy: str = "planner"
 ) -> dict[str, Any]:
     """One tick over the far transport; its wall time, calls and report."""
-    settings = load_settings(
-        database_url=url,
-        storage_url="file:///nonexistent",
-        AMPLITUDE_API_KEY="k",
-        AMPLITUDE_SECRET_KEY="s",
-        budget_fraction=1.0,
-        concurrency=concurrency,
-        policy=policy,
-        log_level="error",
-    )
-    engine = make_engine(url)
-    metrics = Metrics()
-    ledger = Ledger(
-        sessionmaker(engine, expire_on_commit=False),
-        settings.budget_limit,
-        on_transitions=transition_listener(metrics),
-    )
+    settings, engine, ledger, metrics = bench_ledger(url, concurrency=concurrency, policy=policy)
     far = FarAmplitude(latency_s, done_share)
     clock = FakeClock(NOW)
     client = AmplitudeClient(US_API, "k", "s", transport=far, download_transport=far, now=clock.now)

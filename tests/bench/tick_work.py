@@ -23,7 +23,7 @@ from sqlalchemy.orm import sessionmaker
 from dsar_scheduler.adapters.amplitude import RemoteStatus
 from dsar_scheduler.adapters.clock import FakeClock
 from dsar_scheduler.adapters.db import ApiCall, File, QueueRow, Request, ServiceState, make_engine
-from dsar_scheduler.config import load_settings
+from dsar_scheduler.config import Settings, load_settings
 from dsar_scheduler.core.states import State
 from dsar_scheduler.core.validation import validate
 from dsar_scheduler.ledger import Ledger, totals
@@ -279,23 +279,31 @@ def postgres_cpu_seconds() -> float | None:
     return total / tick if seen else None
 
 
-def run_tick(url: str, done_share: float = 0.005) -> TickRun:
-    """One tick with the fake client."""
-    settings = load_settings(
+def bench_ledger(url: str, **settings: Any) -> tuple[Settings, Engine, Ledger, Metrics]:
+    """The settings, engine, ledger and metrics of a benchmark tick on ``url`` (the whole
+    budget; ``settings``: more of them, as ``load_settings`` takes them)."""
+    loaded = load_settings(
         database_url=url,
         storage_url="file:///nonexistent",
         AMPLITUDE_API_KEY="k",
         AMPLITUDE_SECRET_KEY="s",
         budget_fraction=1.0,
         log_level="error",
+        **settings,
     )
     engine = make_engine(url)
     metrics = Metrics()
     ledger = Ledger(
         sessionmaker(engine, expire_on_commit=False),
-        settings.budget_limit,
+        loaded.budget_limit,
         on_transitions=transition_listener(metrics),
     )
+    return loaded, engine, ledger, metrics
+
+
+def run_tick(url: str, done_share: float = 0.005) -> TickRun:
+    """One tick with the fake client."""
+    settings, engine, ledger, metrics = bench_ledger(url)
     client = FakeClient(done_share)
     tick = Tick(
         settings,
