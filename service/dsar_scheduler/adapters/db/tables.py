@@ -76,6 +76,12 @@ class QueueRow(Base):
     end_date: Mapped[date | None] = mapped_column(Date)
     external_ref: Mapped[str | None] = mapped_column(String(255), index=True)
     requested_by: Mapped[str | None] = mapped_column(String(255))
+    # Optional: what kind of request, the subject by user ID, the legal regime and when the
+    # privacy team received the request (the insert time when absent).
+    request_type: Mapped[str | None] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(Text)
+    regime: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime | None] = mapped_column(
         DateTime, server_default=func.current_timestamp()
     )
@@ -113,9 +119,26 @@ class Request(Base):
     #: When Amplitude last answered a status poll of the current remote request with "not
     #: finished yet" (left as it was when the poll saw ``done``: the job finished in between).
     last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    request_type: Mapped[str] = mapped_column(String(24), server_default="access")
+    user_id: Mapped[str | None] = mapped_column(Text)
+    #: The legal deadline: the regime's rules applied to when the request was received.
+    regime: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    extended_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    extension_reason: Mapped[str | None] = mapped_column(Text)
+    #: Retention: the result handed over (may shorten it) and its files purged.
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The hash of this request's last audit event: the chain's end, so that removing the
+    #: last event is seen too.
+    chain_head: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_dsar_requests_state_next", "state", "next_action_at"),
+        # deadlines: the open requests nearest to theirs; retention: the purged ones
+        sparse_index("ix_dsar_requests_due_at", "due_at"),
+        sparse_index("ix_dsar_requests_purged_at", "purged_at"),
         # the planner's completion-time samples: requests done recently
         sparse_index("ix_dsar_requests_done_at", "done_at"),
         # the metrics' running totals: requests stored since a watermark (totals.py)
@@ -144,6 +167,8 @@ class File(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The bytes were removed from storage; the row stays as the record of what was removed.
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         UniqueConstraint("request_id", "remote_request_id", "output_index"),
@@ -189,6 +214,9 @@ class Event(Base):
     to_state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     remote_request_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: The hash chain: this event's hash covers its fields and the previous event's hash.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class ServiceState(Base):
