@@ -7,8 +7,11 @@ from dsar_scheduler.adapters.db.engine import make_engine, on_postgres, write_tr
 from dsar_scheduler.adapters.db.tables import (
     ApiCall,
     Base,
+    DeletionEntry,
+    DeletionReceipt,
     Event,
     File,
+    PrivacyCall,
     QueueRow,
     Request,
     ServiceState,
@@ -19,8 +22,11 @@ from dsar_scheduler.adapters.db.tables import (
 __all__ = [
     "ApiCall",
     "Base",
+    "DeletionEntry",
+    "DeletionReceipt",
     "Event",
     "File",
+    "PrivacyCall",
     "QueueRow",
     "Request",
     "ServiceState",

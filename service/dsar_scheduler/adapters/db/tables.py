@@ -241,3 +241,70 @@ class Tick(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|error
     summary: Mapped[str | None] = mapped_column(Text)
+
+
+class DeletionEntry(Base):
+    """``dsar_deletion_entries``: one Amplitude ID of a deletion request in one project, from
+    identity resolution to a verified erasure (``core.deletion.Entry``)."""
+
+    __tablename__ = "dsar_deletion_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("dsar_requests.id"))
+    project_id: Mapped[int] = mapped_column(BigInteger)
+    amplitude_id: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(16))  # queue | search | merged
+    state: Mapped[str] = mapped_column(String(16))
+    #: Amplitude's job (project, ``day``) and the entry's ``requested_on_day`` in it.
+    day: Mapped[date | None] = mapped_column(Date)
+    requested_on_day: Mapped[date | None] = mapped_column(Date)
+    #: ``active_scrub_done_date``: from then the data is no longer accessible.
+    scrub_done_on: Mapped[date | None] = mapped_column(Date)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Re-ingestion checks made after the verification, and the Amplitude IDs that came back.
+    rechecks: Mapped[int] = mapped_column(Integer, default=0)
+    reingested: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("request_id", "project_id", "amplitude_id"),
+        Index("ix_dsar_deletion_entries_state_project", "state", "project_id"),
+    )
+
+
+class DeletionReceipt(Base):
+    """``dsar_deletion_receipts``: an answer that proves a step of a deletion, kept as it came
+    (append-only: a receipt is never overwritten)."""
+
+    __tablename__ = "dsar_deletion_receipts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: ``None`` for a listing snapshot that concerns several requests.
+    request_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    project_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))  # post | listing | cancel | verify | recheck
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+
+
+class PrivacyCall(Base):
+    """``dsar_privacy_calls``: each User Privacy, User Search or User Activity call, reserved
+    before it is sent, so replicas share those APIs' limits (``api``: deletion | search)."""
+
+    __tablename__ = "dsar_privacy_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(BigInteger)
+    api: Mapped[str] = mapped_column(String(16))
+    reserved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    request_id: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_dsar_privacy_calls_api_project_reserved", "api", "project_id", "reserved_at"),
+    )
