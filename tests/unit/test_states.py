@@ -18,8 +18,28 @@ def test_every_state_has_a_transition_entry() -> None:
 
 
 def test_final_states_only_leave_by_an_operator_retry() -> None:
-    for state in FINAL:
+    """...or, for a stored export that was asked with its deletion, to that deletion."""
+    for state in FINAL - {State.STORED}:
         assert TRANSITIONS[state] <= {State.QUEUED}
+    assert TRANSITIONS[State.STORED] == {State.RESOLVING}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # a deletion: resolved, sent, verified
+        [State.QUEUED, State.RESOLVING, State.DELETING, State.DELETED],
+        # a subject in no project: nothing to delete
+        [State.QUEUED, State.RESOLVING, State.DELETED],
+        # held for review, then resolved again by an operator
+        [State.QUEUED, State.RESOLVING, State.REVIEW, State.RESOLVING, State.DELETING],
+        # access and deletion: the export first
+        [State.FETCHING, State.STORED, State.RESOLVING, State.DELETING, State.DELETED],
+    ],
+)
+def test_deletion_paths_are_legal(path: list[State]) -> None:
+    for current, new in itertools.pairwise(path):
+        check_transition(current, new)
 
 
 def test_the_happy_path_is_legal() -> None:
@@ -43,6 +63,9 @@ def test_the_happy_path_is_legal() -> None:
         (State.REJECTED, State.QUEUED),
         (State.SUBMITTED, State.SUBMITTING),
         (State.DONE, State.SUBMITTED),
+        (State.DELETED, State.DELETING),
+        (State.DELETING, State.STORED),
+        (State.REVIEW, State.DELETING),  # a held request is resolved again before deleting
     ],
 )
 def test_illegal_transitions_are_refused(current: State, new: State) -> None:

@@ -17,16 +17,21 @@ class State(StrEnum):
     EXPIRED = "expired"  # results expired before every file was stored; waits to be resubmitted
     DEAD = "dead"  # gave up, with the reason (final)
     CANCELLED = "cancelled"  # an operator stopped it (final)
+    # deletions (``request_type`` deletion, or access_and_deletion once its export is stored)
+    RESOLVING = "resolving"  # finding the subject's Amplitude IDs in every project
+    REVIEW = "review"  # no exact match, only candidates: held for a person to decide
+    DELETING = "deleting"  # its entries are with Amplitude's deletion jobs
+    DELETED = "deleted"  # every entry verified erased, or nothing to erase (final)
 
 
-FINAL = frozenset({State.STORED, State.REJECTED, State.DEAD, State.CANCELLED})
+FINAL = frozenset({State.STORED, State.REJECTED, State.DEAD, State.CANCELLED, State.DELETED})
 #: States waiting for a (re)submission; failed and expired go first, they have waited longest.
 SUBMITTABLE = (State.FAILED, State.EXPIRED, State.QUEUED)
 #: States with a remote request in flight at Amplitude.
 OUTSTANDING = frozenset({State.SUBMITTING, State.SUBMITTED, State.DONE, State.FETCHING})
 
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.QUEUED: frozenset({State.SUBMITTING, State.CANCELLED}),
+    State.QUEUED: frozenset({State.SUBMITTING, State.RESOLVING, State.CANCELLED}),
     State.SUBMITTING: frozenset({State.SUBMITTED, State.QUEUED, State.DEAD, State.CANCELLED}),
     State.SUBMITTED: frozenset({State.DONE, State.FAILED, State.DEAD, State.CANCELLED}),
     State.DONE: frozenset(
@@ -38,7 +43,14 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.EXPIRED: frozenset({State.SUBMITTING, State.DEAD, State.CANCELLED, State.QUEUED}),
     State.DEAD: frozenset({State.QUEUED}),  # only by an operator's retry
     State.CANCELLED: frozenset({State.QUEUED}),  # only by an operator's retry
-    State.STORED: frozenset(),
+    # an access_and_deletion request's deletion starts once its export is stored
+    State.STORED: frozenset({State.RESOLVING}),
+    State.RESOLVING: frozenset(
+        {State.DELETING, State.REVIEW, State.DELETED, State.DEAD, State.CANCELLED}
+    ),
+    State.REVIEW: frozenset({State.RESOLVING, State.CANCELLED}),  # by an operator
+    State.DELETING: frozenset({State.DELETED, State.DEAD, State.CANCELLED}),
+    State.DELETED: frozenset(),
     State.REJECTED: frozenset(),
 }
 
