@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from dsar_scheduler.adapters.clock import Clock, ScaledClock, clock_for
@@ -61,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     _file_arguments(parser)
     parser.add_argument("--api-public-origin", default=None, help="e.g. http://emulator:8081")
     parser.add_argument("--s3-public-origin", default=None, help="e.g. http://emulator:8082")
+    parser.add_argument(
+        "--write-projects-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the projects' keys there (mode 0600), as DSAR_PROJECTS_FILE reads them",
+    )
     return parser
 
 
@@ -112,6 +120,14 @@ def _clock(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[C
     return clock_for(speed, args.clock_epoch), 1.0
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Created 0600 from the start: the file holds (emulated) secrets."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -143,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     with Emulator(config, clock) as emulator:
         sys.stdout.write(f"DSAR API:  {emulator.api_base_url}\n")
         sys.stdout.write(f"S3 origin: {emulator.s3_origin}\n")
+        if args.write_projects_file is not None:
+            _write_private(args.write_projects_file, emulator.privacy.projects_toml())
+            sys.stdout.write(f"project keys: {args.write_projects_file}\n")
         sys.stdout.write(f"clock speed x{clock.speed:g}; Ctrl-C to stop\n")
         sys.stdout.flush()
         while not stop.wait(0.5):

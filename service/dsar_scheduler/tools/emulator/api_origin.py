@@ -12,20 +12,26 @@ from dsar_scheduler.tools.emulator.api_requests import (
     output_url,
     parse_create,
 )
-from dsar_scheduler.tools.emulator.content import subject_amplitude_id
+from dsar_scheduler.tools.emulator.content import FileSpec, subject_amplitude_id
 from dsar_scheduler.tools.emulator.faults import KINDS_BY_ORIGIN, NO_FAULT, FaultDecision
+from dsar_scheduler.tools.emulator.jobs import Subject
+from dsar_scheduler.tools.emulator.privacy_origin import PrivacyOrigin, is_privacy_path
 from dsar_scheduler.tools.emulator.responses import json_response, server_error
 from dsar_scheduler.tools.emulator.server import HttpRequest, HttpResponse
 from dsar_scheduler.tools.emulator.state import OrgState
-from dsar_scheduler.tools.emulator.subjects import subject_files
+from dsar_scheduler.tools.emulator.subjects import export_files, subject_files
 
 
 class ApiOrigin:
     def __init__(self, org: OrgState) -> None:
         self._org = org
+        self._privacy = PrivacyOrigin(org)
 
     def handle(self, request: HttpRequest) -> HttpResponse:
-        """Serve one request (called by the server threads)."""
+        """Serve one request (called by the server threads); the privacy endpoints, on the
+        same origin, have keys and limits of their own."""
+        if is_privacy_path(request.path):
+            return self._privacy.handle(request)
         org = self._org
         now = org.clock.now()
         route = api_route(request)
@@ -96,16 +102,29 @@ class ApiOrigin:
             subject = parse_create(request.body)
         except ValueError as exc:
             return json_response(400, {"error": str(exc)})
-        org, cfg = self._org, self._org.config
-        amplitude_id = subject.amplitude_id
-        if amplitude_id is None:
-            amplitude_id = subject_amplitude_id(subject.user_id or "")
-        user_id = subject.user_id if subject.user_id is not None else f"user-{amplitude_id}"
-        files = subject_files(cfg, amplitude_id, user_id, subject.start, subject.end)
+        org = self._org
+        files = self._files(subject, now)
         with org.lock:
             org.files.forget(spec for job in org.jobs.forget_old(now) for spec in job.files)
             job = org.jobs.open(now, subject, files)
         return json_response(202, {"requestId": job.request_id})
+
+    def _files(self, subject: Subject, now: datetime) -> list[FileSpec]:
+        """A known user's files in the projects where it is still found (by ``userId``: its
+        canonical ID's, and its merged IDs' unless configured out); any other ID's files as
+        ever, from the ID (or a hash of the user ID) alone."""
+        org, cfg = self._org, self._org.config
+        with org.lock:
+            sources = org.privacy.identities.export_sources(
+                subject.amplitude_id, subject.user_id, now.date()
+            )
+        if sources is not None:
+            return export_files(cfg, sources, subject.start, subject.end)
+        amplitude_id = subject.amplitude_id
+        if amplitude_id is None:
+            amplitude_id = subject_amplitude_id(subject.user_id or "")
+        user_id = subject.user_id if subject.user_id is not None else f"user-{amplitude_id}"
+        return subject_files(cfg, amplitude_id, user_id, subject.start, subject.end)
 
     def _status(self, request: HttpRequest, raw_id: str, now: datetime) -> HttpResponse:
         with self._org.lock:

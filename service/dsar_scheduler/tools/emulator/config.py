@@ -3,7 +3,9 @@ states only what it wants to differ from the real thing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from dsar_scheduler.tools.emulator.privacy_config import PrivacyConfig
 
 #: Documented: 14.4k cost per hour shared by every /dsar call of the org; POST 8, GET 1.
 DEFAULT_BUDGET_PER_HOUR = 14_400
@@ -84,6 +86,9 @@ class EmulatorConfig:
     #: Forget jobs (and their files) this many clock seconds after their results expired (or
     #: they failed): ``None`` keeps every job for the emulator's life.
     forget_after_s: float | None = None
+
+    # -- the privacy endpoints (deletion, user search, user activity) ---------------------
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         problems = self._job_problems() + self._file_problems()

@@ -201,8 +201,18 @@ class _Profile:
     ip_address: str
 
 
+def profile_device_id(seed: int, amplitude_id: int, project_id: int) -> str:
+    """The ``device_id`` on every event of one Amplitude ID in one project (``_profile``'s
+    first draw), for the identity endpoints to name without generating a file."""
+    return _uuid4(_profile_rng(seed, amplitude_id, project_id))
+
+
+def _profile_rng(seed: int, amplitude_id: int, project_id: int) -> random.Random:
+    return random.Random(f"dsar-profile:{seed}:{amplitude_id}:{project_id}")
+
+
 def _profile(spec: FileSpec) -> _Profile:
-    rng = random.Random(f"dsar-profile:{spec.seed}:{spec.amplitude_id}:{spec.project_id}")
+    rng = _profile_rng(spec.seed, spec.amplitude_id, spec.project_id)
     return _Profile(
         device_id=_uuid4(rng),
         platform=rng.choice(_PLATFORMS),

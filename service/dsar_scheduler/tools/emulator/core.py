@@ -19,6 +19,7 @@ from dsar_scheduler.tools.emulator.calls import CallRecord
 from dsar_scheduler.tools.emulator.config import EmulatorConfig
 from dsar_scheduler.tools.emulator.faults import Faults
 from dsar_scheduler.tools.emulator.jobs import JobInfo, Outcome
+from dsar_scheduler.tools.emulator.privacy_controls import PrivacyControls
 from dsar_scheduler.tools.emulator.s3_origin import S3Origin
 from dsar_scheduler.tools.emulator.server import HttpRequest, HttpResponse
 from dsar_scheduler.tools.emulator.state import OrgState
@@ -48,6 +49,8 @@ class Emulator:
         self.clock: Clock = clock or SystemClock()
         self._org = OrgState.new(self.config, self.clock)
         self.faults: Faults = self._org.faults
+        #: The deletion, user search and user activity side: keys, users, jobs.
+        self.privacy = PrivacyControls(self._org)
         self._api = ApiOrigin(self._org)
         self._s3 = S3Origin(self._org)
         self._errors: list[str] = []

@@ -12,14 +12,16 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Literal
 
-Origin = Literal["api", "s3"]
+Origin = Literal["api", "s3", "privacy"]
 FaultKind = Literal["5xx", "drop", "malformed", "torn", "truncated", "429", "slow"]
 
 #: Which fault kinds can happen on which origin (malformed needs a JSON body; torn and
-#: truncated need a file body; S3 never answers 429 itself).
+#: truncated need a file body; S3 never answers 429 itself). ``privacy``: the deletion,
+#: user search and user activity endpoints (their 429s come from their own limits).
 KINDS_BY_ORIGIN: dict[str, frozenset[str]] = {
     "api": frozenset({"5xx", "drop", "malformed", "429", "slow"}),
     "s3": frozenset({"5xx", "drop", "torn", "truncated", "slow"}),
+    "privacy": frozenset({"5xx", "drop", "malformed", "slow"}),
 }
 _RATE_OF_KIND = (
     ("5xx", "http_5xx_rate"),
@@ -66,17 +68,19 @@ class _Script:
 
 
 class Faults:
-    """Fault switches for both origins. Every method is safe to call from any thread."""
+    """Fault switches for the origins. Every method is safe to call from any thread."""
 
     def __init__(self, seed: int = 0) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(f"faults:{seed}")
         self.api = FaultRates()
         self.s3 = FaultRates()
+        self.privacy = FaultRates()
         self._scripts: list[_Script] = []
 
     def set(self, origin: Origin | None = None, **rates: float) -> None:
-        """Set rates on one origin, or both when ``origin`` is None: ``set(http_5xx_rate=.2)``."""
+        """Set rates on one origin, or on api and s3 when ``origin`` is None (``privacy`` only
+        when named): ``set(http_5xx_rate=.2)``."""
         names = {f.name for f in fields(FaultRates)}
         for name, value in rates.items():
             if name not in names:
@@ -108,7 +112,7 @@ class Faults:
         """Back to a healthy server: every rate 0, every script dropped."""
         healthy = FaultRates()
         with self._lock:
-            for target in (self.api, self.s3):
+            for target in (self.api, self.s3, self.privacy):
                 for f in fields(FaultRates):
                     setattr(target, f.name, getattr(healthy, f.name))
             self._scripts.clear()
@@ -116,7 +120,7 @@ class Faults:
     def decide(self, origin: Origin, applicable: frozenset[str]) -> FaultDecision:
         """Pick the fault (if any) for one request that could fail in the ``applicable`` ways."""
         with self._lock:
-            rates = self.api if origin == "api" else self.s3
+            rates = self._targets(origin)[0]
             for script in self._scripts:
                 if script.origin == origin and script.kind in applicable:
                     script.remaining -= 1
@@ -148,4 +152,6 @@ class Faults:
             return [self.api]
         if origin == "s3":
             return [self.s3]
+        if origin == "privacy":
+            return [self.privacy]
         raise ValueError(f"unknown origin {origin!r}")

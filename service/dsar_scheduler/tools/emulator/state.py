@@ -14,12 +14,14 @@ from dsar_scheduler.tools.emulator.file_cache import FileCache
 from dsar_scheduler.tools.emulator.jobs import JobBook
 from dsar_scheduler.tools.emulator.listeners import Listeners
 from dsar_scheduler.tools.emulator.presign import Presigner
+from dsar_scheduler.tools.emulator.privacy_state import PrivacyState
 
 
 @dataclass(frozen=True)
 class OrgState:
-    """One emulated org. ``lock`` guards ``jobs`` and ``budget``; the call log and the file
-    cache lock themselves, so file bytes are generated outside ``lock``."""
+    """One emulated org. ``lock`` guards ``jobs``, ``budget`` and the deletion jobs in
+    ``privacy``; the call log and the file cache lock themselves, so file bytes are
+    generated outside ``lock``."""
 
     config: EmulatorConfig
     clock: Clock
@@ -31,6 +33,7 @@ class OrgState:
     files: FileCache
     calls: CallLog
     listeners: Listeners
+    privacy: PrivacyState
 
     @classmethod
     def new(cls, config: EmulatorConfig, clock: Clock) -> OrgState:
@@ -45,4 +48,5 @@ class OrgState:
             files=FileCache(config.cache_files),
             calls=CallLog(config.record_calls),
             listeners=Listeners(config),
+            privacy=PrivacyState.new(config),
         )

@@ -16,23 +16,47 @@ from dsar_scheduler.tools.emulator.content import FileSpec, file_specs
 
 
 def subject_files(
-    cfg: EmulatorConfig, amplitude_id: int, user_id: str | None, start: date, end: date
+    cfg: EmulatorConfig,
+    amplitude_id: int,
+    user_id: str | None,
+    start: date,
+    end: date,
+    projects: list[int] | None = None,
 ) -> list[FileSpec]:
     """The outputs of one request, in ``urls`` order; never empty (a ``done`` job has its
-    "download URLs populated", so a subject with no active month keeps its first file)."""
+    "download URLs populated", so a subject with no active month keeps its first file)
+    unless ``projects`` (default: ``project_count`` of them) is empty."""
+    if projects is None:
+        projects = [cfg.first_project_id + k for k in range(project_count(cfg, amplitude_id))]
     specs = file_specs(
         seed=cfg.seed,
         amplitude_id=amplitude_id,
         user_id=user_id,
         start=start,
         end=end,
-        projects=[cfg.first_project_id + k for k in range(project_count(cfg, amplitude_id))],
+        projects=projects,
         events_per_file=cfg.events_per_file,
     )
     if cfg.empty_month_rate <= 0:
         return specs
     kept = [spec for spec in specs if not _empty(cfg, spec)]
     return kept or specs[:1]
+
+
+def export_files(
+    cfg: EmulatorConfig, sources: list[tuple[int, str | None, int]], start: date, end: date
+) -> list[FileSpec]:
+    """The outputs of a request for a known user: for each of its IDs found today (from
+    ``Identities.export_sources``: Amplitude ID, user ID on its events, project), its files
+    in those projects; empty once the user is deleted everywhere."""
+    projects_of: dict[tuple[int, str | None], list[int]] = {}
+    for amplitude_id, user_id, project_id in sources:
+        projects_of.setdefault((amplitude_id, user_id), []).append(project_id)
+    return [
+        spec
+        for (amplitude_id, user_id), projects in projects_of.items()
+        for spec in subject_files(cfg, amplitude_id, user_id, start, end, projects)
+    ]
 
 
 def project_count(cfg: EmulatorConfig, amplitude_id: int) -> int:
