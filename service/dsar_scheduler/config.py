@@ -12,17 +12,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dsar_scheduler.adapters.amplitude.trust import is_loopback_url
 from dsar_scheduler.adapters.storage import parse_s3_url
+from dsar_scheduler.core.deadlines import regime_named
+from dsar_scheduler.projects import (
+    ENDPOINT_PATHS,
+    Projects,
+    ProjectsFileError,
+    endpoint_url,
+    load_projects,
+    with_region_defaults,
+)
 
 DEFAULT_CONFIG_FILES = ("config/dsar.toml", "config/dsar.yaml", "config/dsar.yml")
-US_API = "https://amplitude.com/api/2/dsar/requests"
-EU_API = "https://analytics.eu.amplitude.com/api/2/dsar/requests"
+US_API = endpoint_url("us", "api_base_url")
+EU_API = endpoint_url("eu", "api_base_url")
 _SECRET_ENV = {
     "amplitude_api_key": "AMPLITUDE_API_KEY",
     "amplitude_secret_key": "AMPLITUDE_SECRET_KEY",
@@ -105,7 +121,20 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     amplitude_api_key: SecretStr | None = Field(default=None, alias="AMPLITUDE_API_KEY")
     amplitude_secret_key: SecretStr | None = Field(default=None, alias="AMPLITUDE_SECRET_KEY")
+    #: Picks the host every endpoint below defaults to (each may still be set on its own).
+    region: Literal["us", "eu"] = "us"
     api_base_url: str = US_API
+    #: The User Privacy (deletion), User Search and User Activity APIs (project keys).
+    deletion_api_url: str = endpoint_url("us", "deletion_api_url")
+    user_search_api_url: str = endpoint_url("us", "user_search_api_url")
+    user_activity_api_url: str = endpoint_url("us", "user_activity_api_url")
+    #: TOML, one ``[projects.<project id>]`` table each, with ``api_key`` / ``secret_key`` or
+    #: ``api_key_file`` / ``secret_key_file`` (read at start); see ``projects.py``.
+    projects_file: Path | None = None
+    _projects: Projects = PrivateAttr(default_factory=Projects)
+    #: A project's deletion job listing (and the verification of what it shows done) is read
+    #: at most this often: jobs move once a day, and the reference advises no more than hourly.
+    deletion_listing_hours: float = Field(default=6, ge=1, le=24)
     tick_interval_seconds: float = Field(default=1800, gt=0)
     cost_budget_per_hour: int = Field(default=14400, gt=0)
     budget_fraction: float = Field(default=0.8, gt=0, le=1)
@@ -133,6 +162,10 @@ class Settings(BaseSettings):
     max_transient_errors: int = Field(default=20, ge=1)
     #: Longest date range admitted; the docs name no limit and show a 22-month example.
     max_range_days: int = Field(default=731, gt=0)
+    #: The legal regime of a queue row that names none (core/deadlines.py REGIMES): GDPR,
+    #: the shortest period in the table, so an unlabelled request is never given more time
+    #: than the regime it may fall under. Set ``ccpa`` if every request is Californian.
+    default_regime: str = "gdpr"
     #: Polls and file fetches (the redirect and the download) in flight at once in a tick;
     #: submissions are sent one at a time.
     concurrency: int = Field(default=8, ge=1, le=64)
@@ -157,6 +190,22 @@ class Settings(BaseSettings):
     #: status`` counts a request's calls only while they are kept, so keep it longer than a
     #: request usually lives. At least one day.
     call_retention_days: float = Field(default=30, ge=1)
+    #: A stored export's files are purged from storage this many days after they were stored
+    #: (an export not yet delivered: not before its legal deadline). The privacy team hands
+    #: the export to the consumer within its deadline and should not keep it after; a month
+    #: leaves time to do so. 0: never purge by age.
+    result_retention_days: float = Field(default=30, ge=0)
+    #: A request's record (its history, file names, sizes and sha256, without the files) is
+    #: removed this many days after its files were purged or it ended without files: CCPA
+    #: §7101 asks for 24 months. 0: keep records forever.
+    record_retention_days: float = Field(default=730, ge=0)
+    #: ``dsar delivered ID`` makes the request's files due for purging at once (otherwise
+    #: delivery only lifts the hold until the legal deadline).
+    purge_on_delivery: bool = False
+    #: ``dsar evidence ID --out``: sign each bundle's root digest with this Ed25519 private
+    #: key (PEM, unencrypted; ``openssl genpkey -algorithm ed25519``). Read only by that
+    #: command. Unset: bundles carry digests but no signature.
+    evidence_signing_key_file: Path | None = None
     #: ``dsar tick`` (a CronJob, no /metrics to scrape) pushes its metrics to this Prometheus
     #: Pushgateway after each tick, under ``job=DSAR_PUSHGATEWAY_JOB`` (unset: no push).
     pushgateway_url: str | None = None
@@ -183,12 +232,25 @@ class Settings(BaseSettings):
             _FileSource(settings_cls),
         )
 
-    @field_validator("api_base_url")
+    @model_validator(mode="before")
+    @classmethod
+    def _region_defaults(cls, data: Any) -> Any:
+        return with_region_defaults(data) if isinstance(data, dict) else data
+
+    @field_validator(*ENDPOINT_PATHS)
     @classmethod
     def _api_url(cls, value: str) -> str:
         if not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("default_regime")
+    @classmethod
+    def _known_regime(cls, value: str) -> str:
+        regime = regime_named(value, "")
+        if isinstance(regime, str):
+            raise ValueError(regime)
+        return regime.name
 
     @field_validator("storage_url")
     @classmethod
@@ -199,9 +261,16 @@ class Settings(BaseSettings):
             parse_s3_url(value)  # a bad bucket or prefix stops the start, naming the key
         return value
 
-    @field_validator("s3_sse", "s3_kms_key_id", "s3_endpoint_url", mode="before")
+    @field_validator(
+        "s3_sse",
+        "s3_kms_key_id",
+        "s3_endpoint_url",
+        "projects_file",
+        "evidence_signing_key_file",
+        mode="before",
+    )
     @classmethod
-    def _s3_empty_is_unset(cls, value: Any) -> Any:
+    def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value  # compose's ${DSAR_S3_SSE:-} passes ""
 
     @field_validator("s3_kms_key_id")
@@ -220,10 +289,31 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _plain_http_only_when_allowed(self) -> Settings:
-        if self.api_base_url.startswith("http://") and not self.allow_http:
+        for field in ENDPOINT_PATHS:
+            if getattr(self, field).startswith("http://") and not self.allow_http:
+                raise ValueError(
+                    f"{_env_name(field)} is plain http://; set DSAR_ALLOW_HTTP=true only for "
+                    "a loopback emulator"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _load_projects(self) -> Settings:
+        if self.projects_file is not None:
+            try:
+                self._projects = load_projects(self.projects_file)
+            except ProjectsFileError as exc:
+                raise ConfigError(f"DSAR_PROJECTS_FILE: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _records_outlive_files(self) -> Settings:
+        files, records = self.result_retention_days, self.record_retention_days
+        if records and files and records < files:
             raise ValueError(
-                "DSAR_API_BASE_URL is plain http://; set DSAR_ALLOW_HTTP=true only for a "
-                "loopback emulator"
+                f"DSAR_RECORD_RETENTION_DAYS={records:g} must be 0 (forever) or at least "
+                f"DSAR_RESULT_RETENTION_DAYS={files:g}: the record of what was removed "
+                "outlives the files"
             )
         return self
 
@@ -236,12 +326,20 @@ class Settings(BaseSettings):
                 f"DSAR_CLOCK_SPEED={self.clock_speed:g} needs DSAR_CLOCK_EPOCH (unix seconds, "
                 "the same for every process of the run: the service's and the emulator's)"
             )
-        if not is_loopback_url(self.api_base_url):
-            raise ValueError(
-                f"DSAR_CLOCK_SPEED={self.clock_speed:g} is refused: DSAR_API_BASE_URL is not on "
-                "a loopback host (a clock other than 1 is only for a local emulator)"
-            )
+        # The project endpoints are called only when projects are configured.
+        used = ENDPOINT_PATHS if self.projects_file is not None else ("api_base_url",)
+        for field in used:
+            if not is_loopback_url(getattr(self, field)):
+                raise ValueError(
+                    f"DSAR_CLOCK_SPEED={self.clock_speed:g} is refused: {_env_name(field)} is "
+                    "not on a loopback host (a clock other than 1 is only for a local emulator)"
+                )
         return self
+
+    @property
+    def projects(self) -> Projects:
+        """The projects of ``DSAR_PROJECTS_FILE``, read and checked at load (none: empty)."""
+        return self._projects
 
     @property
     def budget_limit(self) -> int:

@@ -1,12 +1,13 @@
 """Prometheus metrics. Counters and histograms are recorded as things happen; every gauge is
 computed from the ledger at scrape time, so it is right straight after a restart.
 
-No label carries a user identifier: labels are call kinds, HTTP codes, states and outcomes.
+No label carries a user identifier: labels are call kinds, HTTP codes, states, outcomes and
+legal regimes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -16,8 +17,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway
 from prometheus_client.registry import Collector
 
+from dsar_scheduler.core.deadlines import ALERT_SHARES, REGIMES
 from dsar_scheduler.core.states import State
+from dsar_scheduler.deletion_metrics import PRIVACY_APIS, deletion_gauges
 from dsar_scheduler.ledger import Ledger
+from dsar_scheduler.ledger.audit import CheckProgress
+from dsar_scheduler.ledger.deadlines import OpenCounts
+from dsar_scheduler.ledger.retention import PurgeBacklog
 from dsar_scheduler.ledger.rows import Snapshot
 
 _LATENCY_BUCKETS = tuple(
@@ -28,10 +34,15 @@ _LATENCY_BUCKETS = tuple(
 class Metrics:
     """The service's instruments, in a registry of their own (tests build fresh ones)."""
 
-    # A declarative table of the metric declarations: long on purpose, one entry each.
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._calls(self.registry)
+        self._requests(self.registry)
+        self._ticks(self.registry)
+        self._privacy_and_compliance(self.registry)
+
+    def _calls(self, r: CollectorRegistry) -> None:
+        """Calls to the DSAR API and how they failed."""
         self.api_calls = Counter(
             "dsar_api_calls",
             "Calls to the Amplitude DSAR API by kind "
@@ -64,6 +75,9 @@ class Metrics:
             "Ticks that stopped calling the API because the budget window was full",
             registry=r,
         )
+
+    def _requests(self, r: CollectorRegistry) -> None:
+        """What happened to requests and their files, and how long it took."""
         self.transitions = Counter(
             "dsar_request_transitions", "Request state changes", ["to_state"], registry=r
         )
@@ -90,6 +104,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def _ticks(self, r: CollectorRegistry) -> None:
+        """The ticks themselves, and the clock they run on."""
         self.tick_duration = Histogram(
             "dsar_tick_duration_seconds",
             "Wall time of one tick",
@@ -109,6 +126,57 @@ class Metrics:
         self.clock_speed = Gauge(
             "dsar_clock_speed",
             "Clock seconds per wall second (DSAR_CLOCK_SPEED; 1 in production)",
+            registry=r,
+        )
+
+    def _privacy_and_compliance(self, r: CollectorRegistry) -> None:
+        """Deletions, the audit chain and retention."""
+        self.audit_checks = Counter(
+            "dsar_audit_chain_checks",
+            "Requests whose audit hash chain the periodic check verified, by result (ok, broken)",
+            ["result"],
+            registry=r,
+        )
+        self.deletion_verification_failures = Counter(
+            "dsar_deletion_verification_failures",
+            "Deletions Amplitude called done that User Search still found (checked again later)",
+            registry=r,
+        )
+        self.deletion_rechecks = Counter(
+            "dsar_deletion_rechecks",
+            "Re-ingestion checks after a verified deletion by result (clear, reingested, "
+            "skipped: a subject named only by Amplitude ID cannot be watched)",
+            ["result"],
+            registry=r,
+        )
+        self.privacy_rate_limited = Counter(
+            "dsar_privacy_rate_limited",
+            "429 responses from the project-key APIs by api (deletion, search)",
+            ["api"],
+            registry=r,
+        )
+        for result in ("clear", "reingested", "skipped"):
+            self.deletion_rechecks.labels(result)
+        for api in PRIVACY_APIS:
+            self.privacy_rate_limited.labels(api)
+        # Retention (tick/purge.py, tick/records.py): requests purged are the transitions
+        # to "purged"; these count what left storage and the ledger.
+        self.files_purged = Counter(
+            "dsar_files_purged",
+            "Result files removed from storage past their retention",
+            registry=r,
+        )
+        self.bytes_purged = Counter(
+            "dsar_bytes_purged", "Bytes of result files removed from storage", registry=r
+        )
+        self.purge_failures = Counter(
+            "dsar_purge_failures",
+            "Purge attempts that failed (storage refused or unreachable); retried next tick",
+            registry=r,
+        )
+        self.records_removed = Counter(
+            "dsar_records_removed",
+            "Request records removed past DSAR_RECORD_RETENTION_DAYS (left as tombstones)",
             registry=r,
         )
 
@@ -134,6 +202,10 @@ class LedgerCollector(Collector):
         up = GaugeMetricFamily("dsar_ledger_up", "1 if the ledger could be read for this scrape")
         try:
             snap = self.ledger.views.snapshot(now, self.sla)
+            deadlines = self.ledger.deadlines.open_counts(now)
+            audit = self.ledger.audit.progress()
+            purge = self.ledger.retention.backlog()
+            deletion = self.ledger.deletion_stats.read(now)
         except Exception:  # a scrape must answer even while the database is down
             up.add_metric([], 0)
             yield up
@@ -141,6 +213,28 @@ class LedgerCollector(Collector):
         up.add_metric([], 1)
         yield up
         yield from _gauges(snap, now, self.ledger.budget.limit, self.org_budget)
+        yield from _deadline_gauges(deadlines)
+        yield from _audit_gauges(audit)
+        yield from _retention_gauges(purge, now)
+        yield from deletion_gauges(deletion, now)
+
+
+def _retention_gauges(backlog: PurgeBacklog, now: datetime) -> Iterator[Metric]:
+    """As the last purge check recorded them (hourly, and after each purge), so every
+    replica shows the same; the overdue time keeps growing while nothing is purged."""
+    yield _gauge(
+        "dsar_purge_backlog",
+        "Requests past their retention whose files are not yet purged (last purge check)",
+        backlog.requests,
+    )
+    overdue = 0.0
+    if backlog.requests and backlog.oldest_due is not None:
+        overdue = max(0.0, (now - backlog.oldest_due).total_seconds())
+    yield _gauge(
+        "dsar_purge_overdue_seconds",
+        "How long the oldest request past its retention has waited for its purge",
+        overdue,
+    )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -213,6 +307,52 @@ def _progress_gauges(snap: Snapshot, now: datetime) -> Iterator[Metric]:
             "dsar_last_successful_tick_timestamp_seconds",
             "When the last tick that finished without error ended (Unix time)",
             snap.last_ok_tick.timestamp(),
+        )
+
+
+def _deadline_gauges(counts: Sequence[OpenCounts]) -> Iterator[Metric]:
+    """Open requests with a legal deadline, by regime (every regime in the table, so that a
+    rule sees 0, not nothing): how many, how many have used each alert share of their time
+    (the missed ones too), how many are past the deadline in force."""
+    by_regime = {name: OpenCounts(name, 0, {}, 0) for name in REGIMES}
+    by_regime.update({c.regime: c for c in counts})
+    open_ = GaugeMetricFamily(
+        "dsar_requests_deadline_open",
+        "Requests not yet answered (stored) that have a legal deadline, by regime",
+        labels=["regime"],
+    )
+    elapsed = GaugeMetricFamily(
+        "dsar_requests_deadline_elapsed",
+        "Of those, requests that have used at least this share of their time (to the "
+        "deadline in force), past the deadline included",
+        labels=["regime", "share"],
+    )
+    missed = GaugeMetricFamily(
+        "dsar_requests_deadline_missed",
+        "Of those, requests past their deadline (the extended one, if extended)",
+        labels=["regime"],
+    )
+    for regime, c in sorted(by_regime.items()):
+        open_.add_metric([regime], c.open)
+        for share in ALERT_SHARES:
+            elapsed.add_metric([regime, f"{share:g}"], c.past.get(share, 0))
+        missed.add_metric([regime], c.missed)
+    yield from (open_, elapsed, missed)
+
+
+def _audit_gauges(progress: CheckProgress) -> Iterator[Metric]:
+    """The periodic audit chain check (``tick.audit``), as it last recorded."""
+    yield _gauge(
+        "dsar_audit_chain_broken_requests",
+        "Requests whose audit trail hash chain does not verify (edited, removed or reordered "
+        "events), as the periodic check last found",
+        len(progress.broken),
+    )
+    if progress.checked_at is not None:
+        yield _gauge(
+            "dsar_audit_chain_last_check_timestamp_seconds",
+            "When the periodic audit chain check last ran (Unix time)",
+            progress.checked_at.timestamp(),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -51,9 +52,18 @@ def test_migrate_enqueue_status(
     )
     (tmp_path / "rows.csv").write_text("amplitude_id,start_date,end_date\n6,2025-01-01,nope\n")
     assert main(["enqueue", "--csv", str(tmp_path / "rows.csv")]) == 0
+    # the optional columns: a deletion by user ID, with its regime and receipt time
+    deletion = ["--user-id", "alice", "--request-type", "deletion", "--regime", "ccpa"]
+    assert main(["enqueue", *deletion, "--received-at", "2025-03-01T10:00:00"]) == 0
+    assert main(["enqueue", "--start", "2025-01-01"]) == 2  # no subject: a clear error
     assert main(["status", "--json"]) == 0
     out = capsys.readouterr().out
-    assert '"queue_unadmitted": 2' in out
+    assert '"queue_unadmitted": 3' in out
+    with sqlite3.connect(tmp_path / "d.db") as db:
+        row = db.execute(
+            "SELECT user_id, request_type, regime, received_at FROM dsar_queue WHERE id = 3"
+        ).fetchone()
+    assert row == ("alice", "deletion", "ccpa", "2025-03-01T10:00:00")
 
 
 def test_invalid_config_names_the_key(

@@ -90,7 +90,9 @@ class FakeClient:
     def check_output_url(self, url: str) -> None:
         return None
 
-    def submit(self, amplitude_id: int, start: date, end: date) -> int:
+    def submit(
+        self, amplitude_id: int | None, start: date, end: date, user_id: str | None = None
+    ) -> int:
         self.calls += 1
         self.next_id += 1
         return self.next_id

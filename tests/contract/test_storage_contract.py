@@ -146,6 +146,42 @@ def test_delete(backend: Backend) -> None:
     assert backend.stored() == [backend.name(MANIFEST)]
 
 
+def test_delete_removes_only_its_own_key(backend: Backend) -> None:
+    """The purge deletes a request's files by key, then whatever its folder still lists: a
+    delete never reaches a neighbour whose key merely starts the same, and deleting
+    everything a folder lists empties it on the medium, other folders untouched."""
+    storage = backend.storage
+    keys = ["req-1/a.json.gz", "req-1/a.json.gz.bak", "req-1/ab", "req-1/x/a", "req-10/a.json.gz"]
+    for key in keys:
+        storage.put_bytes(key, key.encode())
+    storage.delete("req-1/a.json.gz")
+    assert storage.list("") == keys[1:]
+    for key in storage.list("req-1"):
+        storage.delete(key)
+        storage.delete(key)  # a purge resumed after a crash deletes again: still fine
+    assert storage.list("req-1") == []
+    assert storage.list("") == ["req-10/a.json.gz"]
+    assert backend.stored() == [backend.name("req-10/a.json.gz")]
+    assert storage.read_bytes("req-10/a.json.gz") == b"req-10/a.json.gz"
+
+
+def test_delete_of_a_verified_file_then_its_manifest(backend: Backend) -> None:
+    """A stored request's whole export, removed in the purge's order: files, then the
+    manifest; reading either afterwards is a plain FileNotFoundError."""
+    storage = backend.storage
+    put_good(storage)
+    storage.put_bytes(MANIFEST, b'{"files": []}')
+    storage.delete(KEY)
+    assert storage.exists(MANIFEST)
+    storage.delete(MANIFEST)
+    for key in (KEY, MANIFEST):
+        assert not storage.exists(key)
+        with pytest.raises(FileNotFoundError):
+            storage.read_bytes(key)
+    assert storage.list("req-00000042") == []
+    assert backend.stored() == []
+
+
 def test_missing_objects(backend: Backend) -> None:
     storage = backend.storage
     assert not storage.exists(KEY)

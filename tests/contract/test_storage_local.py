@@ -262,6 +262,25 @@ def deny_partials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "open", fake_open)
 
 
+def test_a_delete_refused_names_the_path_and_removes_nothing(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The purge's delete on a folder it may not change: a StorageError naming the file,
+    the file still there, to retry (deleting what is already gone is not an error)."""
+    put_good(storage)
+
+    def refuse(path: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    with pytest.raises(StorageError, match=f"^permission denied deleting {root / KEY}$"):
+        storage.delete(KEY)
+    monkeypatch.undo()
+    assert all_names(root) == [KEY]
+    storage.delete(KEY)
+    assert all_names(root) == []
+
+
 def test_permission_denied_names_the_path(
     storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -415,6 +415,40 @@ def test_access_denied_is_a_clear_error_that_loses_nothing(
     assert s3_bucket.uploads() == []
 
 
+NO_DELETE = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": "*"},
+    ],
+}
+
+
+def test_a_delete_refused_is_a_clear_error_that_removes_nothing(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The purge's delete under a policy without s3:DeleteObject (a permission the README
+    lists): a StorageError naming the object, the object still there, to retry."""
+    put(S3Storage(s3_bucket.name, PREFIX, endpoint_url=s3_bucket.endpoint_url, part_size=PART))
+    key_id, secret = s3_bucket.server.iam_user(f"no-delete-{s3_bucket.name}", NO_DELETE)
+    use_fake_credentials(monkeypatch, key_id, secret)
+    storage = S3Storage(s3_bucket.name, PREFIX, endpoint_url=s3_bucket.endpoint_url, part_size=PART)
+    where = f"s3://{s3_bucket.name}/{PREFIX}/{KEY}"
+    refused = rf"^access denied deleting {where} \(AccessDenied"
+    with s3_bucket.server.iam_enforced(), pytest.raises(StorageError, match=refused):
+        storage.delete(KEY)
+    assert s3_bucket.object_keys() == [obj(KEY)]
+
+
+def test_a_delete_in_a_missing_bucket_is_an_error_not_a_success(s3_bucket: S3Bucket) -> None:
+    """Deleting what is gone succeeds; deleting from a bucket that is gone must not (a purge
+    would record files as removed from a store it never reached)."""
+    storage = S3Storage("no-such-bucket-42", PREFIX, endpoint_url=s3_bucket.endpoint_url)
+    gone = r"^bucket 'no-such-bucket-42' does not exist \(deleting"
+    with pytest.raises(StorageError, match=gone):
+        storage.delete(KEY)
+
+
 def test_unknown_credentials_are_refused_clearly(
     s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:

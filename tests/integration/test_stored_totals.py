@@ -159,10 +159,10 @@ def test_a_new_process_starts_from_the_recorded_totals(
     later.views.save_stored_totals(now - timedelta(hours=3))
     with ledger.sessions() as session:
         row = session.get(ServiceState, totals.RECORD_KEY)
-        assert row is not None and row.until == now - totals.LAG and row.value == "3 4 160"
+        assert row is not None and row.until == now - totals.LAG and row.value == "3 4 160 0"
 
 
-@pytest.mark.parametrize("value", ["", "1 2", "1 2 x", "-1 0 0", "3 4 160 9"])
+@pytest.mark.parametrize("value", ["", "1 2", "1 2 x", "-1 0 0", "1 2 3 -1", "3 4 160 9 1"])
 def test_an_unreadable_record_is_counted_again_and_rewritten(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
@@ -180,5 +180,58 @@ def test_an_unreadable_record_is_counted_again_and_rewritten(
     fresh.views.save_stored_totals(T0 + timedelta(hours=2))
     with ledger.sessions() as session:
         row = session.get(ServiceState, totals.RECORD_KEY)
-        assert row is not None and row.value == "1 1 100"
+        assert row is not None and row.value == "1 1 100 0"
         assert row.until == T0 + timedelta(hours=2) - totals.LAG
+
+
+def purge(ledger: Ledger, purged_at: datetime) -> None:
+    """The last request added: its files purged at ``purged_at`` (rows kept, as the purge
+    leaves them), the request moved to ``purged``."""
+    with ledger.sessions() as session, session.begin():
+        request = session.scalars(select(Request).order_by(Request.id.desc()).limit(1)).one()
+        request.state, request.purged_at = State.PURGED, purged_at
+        for file in session.scalars(select(File).where(File.request_id == request.id)):
+            file.purged_at = purged_at
+
+
+def test_purged_requests_still_count_as_stored_and_are_counted_as_purged(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention: ``stored`` stays every request ever stored (the throughput the dashboard
+    shows), and ``purged`` counts those whose files are gone, by the same watermark."""
+    add_request(ledger, State.STORED, T0 - timedelta(days=60), [("stored", 100), ("stored", 50)])
+    purge(ledger, T0 - timedelta(days=30))
+    add_request(ledger, State.STORED, T0 - timedelta(days=10), [("stored", 7)])
+    seen = ranges_read(monkeypatch)
+    snap = ledger.views.snapshot(T0, timedelta(days=3))
+    assert (snap.by_state["stored"], snap.by_state["purged"]) == (2, 1)
+    assert (snap.stored_files, snap.stored_bytes) == (3, 157)  # ever stored, purged or not
+    purge(ledger, T0 + timedelta(minutes=5))  # past the watermark: shown at once
+    snap = ledger.views.snapshot(T0 + timedelta(minutes=10), timedelta(days=3))
+    assert (snap.by_state["stored"], snap.by_state["purged"]) == (2, 2)
+    assert seen == [(None, T0 - totals.LAG), (T0 - totals.LAG, None), (T0 - totals.LAG, None)]
+    ledger.views.save_stored_totals(T0 + timedelta(hours=3))
+    with ledger.sessions() as session:
+        row = session.get(ServiceState, totals.RECORD_KEY)
+        assert row is not None and row.value == "2 3 157 2"
+    fresh = Ledger(ledger.sessions, budget_limit=100)  # a new process, from the record
+    snap = fresh.views.snapshot(T0 + timedelta(hours=3), timedelta(days=3))
+    assert (snap.by_state["stored"], snap.by_state["purged"]) == (2, 2)
+
+
+def test_a_record_written_before_purges_existed_is_read_without_a_recount(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three numbers: an earlier version's record, from before any purge; read as none
+    purged up to its watermark, not counted again."""
+    add_request(ledger, State.STORED, T0 - timedelta(days=30), [("stored", 100)])
+    with ledger.sessions() as session, session.begin():
+        session.add(
+            ServiceState(
+                key=totals.RECORD_KEY, value="1 1 100", until=T0 - totals.LAG, updated_at=T0
+            )
+        )
+    seen = ranges_read(monkeypatch)
+    fresh = Ledger(ledger.sessions, budget_limit=100)
+    assert shown(fresh, T0) == (1, 1, 100)
+    assert seen == [(T0 - totals.LAG, None)]  # past the watermark only

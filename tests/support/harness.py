@@ -35,14 +35,23 @@ class Harness:
         start: Any = "2025-01-01",
         end: Any = "2025-03-31",
         external_ref: str | None = None,
+        user_id: str | None = None,
+        request_type: str | None = None,
     ) -> None:
         with self.app.sessions() as session, session.begin():
             session.execute(
                 text(
-                    "INSERT INTO dsar_queue (amplitude_id, start_date, end_date, external_ref) "
-                    "VALUES (:a, :s, :e, :r)"
+                    "INSERT INTO dsar_queue (amplitude_id, start_date, end_date, external_ref, "
+                    "user_id, request_type) VALUES (:a, :s, :e, :r, :u, :t)"
                 ),
-                {"a": amplitude_id, "s": start, "e": end, "r": external_ref},
+                {
+                    "a": amplitude_id,
+                    "s": start,
+                    "e": end,
+                    "r": external_ref,
+                    "u": user_id,
+                    "t": request_type,
+                },
             )
 
     def tick(self) -> TickReport:

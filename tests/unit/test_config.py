@@ -150,3 +150,22 @@ def test_a_clock_speed_must_be_a_positive_number(
     monkeypatch.setenv("DSAR_CLOCK_SPEED", value)
     with pytest.raises(ConfigError, match="DSAR_CLOCK_SPEED"):
         load_settings()
+
+
+def test_the_default_regime_is_gdpr_and_any_regime_of_the_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().default_regime == "gdpr"
+    monkeypatch.setenv("DSAR_DEFAULT_REGIME", " CCPA ")
+    assert load_settings().default_regime == "ccpa"
+    monkeypatch.setenv("DSAR_DEFAULT_REGIME", "cpra")  # another name of the same law
+    assert load_settings().default_regime == "ccpa"
+
+
+@pytest.mark.parametrize("value", ["lgpd", ""])
+def test_an_unknown_default_regime_stops_the_start_naming_the_key(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DSAR_DEFAULT_REGIME", value)
+    with pytest.raises(ConfigError, match=r"DSAR_DEFAULT_REGIME: .*is not one of: ccpa, gdpr"):
+        load_settings()

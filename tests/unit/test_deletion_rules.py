@@ -18,7 +18,9 @@ from dsar_scheduler.core.deletion import (
     after_post,
     batches,
     came_back,
+    cancel_plan,
     cancel_refusal,
+    checks_passed,
     listing_due,
     listing_window,
     lost,
@@ -139,6 +141,70 @@ def test_rechecks_at_7_and_30_days() -> None:
     assert not recheck_due(verified, 1, NOW)
     assert recheck_due(NOW - timedelta(days=30), 1, NOW)
     assert not recheck_due(NOW - timedelta(days=90), 2, NOW)
+
+
+@pytest.mark.parametrize(
+    ("rows", "today", "staging", "pending", "refused"),
+    [
+        # every entry still cancellable: the staged ones go by DELETE, the pending in the ledger
+        ([row(1, Entry.STAGING, day=DAY), row(2, Entry.PENDING)], TODAY, [1], [2], None),
+        # nothing at Amplitude to take back: passed over, never a refusal
+        (
+            [row(1, Entry.INVALID), row(2, Entry.CANCELLED), row(3, Entry.PENDING)],
+            TODAY,
+            [],
+            [3],
+            None,
+        ),
+        # one entry past the cutoff refuses the whole cancel, named with its project
+        (
+            [row(1, Entry.STAGING, day=DAY), row(2, Entry.STAGING, project=9, day=TODAY)],
+            TODAY,
+            [],
+            [],
+            "entry 2 (project 9)",
+        ),
+        # a job already running: refused, and the others counted
+        (
+            [row(i, Entry.SUBMITTED, day=DAY) for i in (1, 2, 3)],
+            TODAY,
+            [],
+            [],
+            "entry 1 (project 1): the deletion is submitted",
+        ),
+        ([row(1, Entry.SUBMITTING)], TODAY, [], [], "the deletion is submitting"),
+        ([row(1, Entry.STAGING, day=DAY)], DAY - timedelta(days=2), [], [], "three days before"),
+    ],
+)
+def test_cancel_plan_is_all_or_nothing(
+    rows: list[EntryRow],
+    today: date,
+    staging: list[int],
+    pending: list[int],
+    refused: str | None,
+) -> None:
+    plan = cancel_plan(rows, today)
+    assert [r.id for r in plan.staging] == staging
+    assert [r.id for r in plan.pending] == pending
+    if refused is None:
+        assert plan.refusal is None
+    else:
+        assert plan.refusal is not None and refused in plan.refusal
+        assert plan.staging == () and plan.pending == ()
+
+
+def test_cancel_plan_counts_the_other_refused_entries() -> None:
+    plan = cancel_plan([row(i, Entry.SUBMITTED, day=DAY) for i in (1, 2, 3)], TODAY)
+    assert plan.refusal is not None and plan.refusal.endswith("(and 2 more entries)")
+
+
+@pytest.mark.parametrize(
+    ("verified_days_ago", "passed"), [(6, 0), (7, 1), (29, 1), (30, 2), (400, 2)]
+)
+def test_checks_passed_counts_every_check_whose_day_has_come(
+    verified_days_ago: int, passed: int
+) -> None:
+    assert checks_passed(NOW - timedelta(days=verified_days_ago), NOW) == passed
 
 
 def test_verification_and_reingestion() -> None:

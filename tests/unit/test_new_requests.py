@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from dsar_scheduler.core.deadlines import Deadline
 from dsar_scheduler.core.states import State
 from dsar_scheduler.core.validation import Accepted, RawQueueRow, Rejected
 from dsar_scheduler.ledger.queue import new_requests
@@ -59,3 +60,21 @@ def test_the_ledger_row_has_every_column_admission_writes() -> None:
     assert (values["queued_at"], values["updated_at"]) == (now, now)
     counts = ("submissions", "failures", "expiries", "errors", "polls")
     assert [values[k] for k in counts] == [0] * 5
+
+
+def test_a_queued_request_carries_its_deadline_and_a_rejected_one_none() -> None:
+    received = datetime(2026, 1, 2, 8, 0, tzinfo=UTC)
+    due = datetime(2026, 2, 2, 23, 59, 59, 999999, tzinfo=UTC)
+    timed = Accepted(42, date(2025, 1, 1), date(2025, 1, 31), Deadline("gdpr", received, due))
+    queued, rejected = new_requests([(raw(1, None), timed), (raw(2, None), Rejected("bad"))], {})
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    assert {k: queued.values(now)[k] for k in ("regime", "received_at", "due_at")} == {
+        "regime": "gdpr",
+        "received_at": received,
+        "due_at": due,
+    }
+    assert {k: rejected.values(now)[k] for k in ("regime", "received_at", "due_at")} == {
+        "regime": None,
+        "received_at": None,
+        "due_at": None,
+    }

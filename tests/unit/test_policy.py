@@ -60,6 +60,7 @@ class Candidate(NamedTuple):
     next_action_at: datetime | None = None
     errors: int = 0
     months: int = 1
+    deadline: datetime | None = None
 
 
 class Sample(NamedTuple):

@@ -18,10 +18,19 @@ def test_every_state_has_a_transition_entry() -> None:
 
 
 def test_final_states_only_leave_by_an_operator_retry() -> None:
-    """...or, for a stored export that was asked with its deletion, to that deletion."""
+    """...or, for a stored export that was asked with its deletion, to that deletion, and
+    for a stored export past its retention, to its purge."""
     for state in FINAL - {State.STORED}:
         assert TRANSITIONS[state] <= {State.QUEUED}
-    assert TRANSITIONS[State.STORED] == {State.RESOLVING}
+    assert TRANSITIONS[State.STORED] == {State.RESOLVING, State.PURGING}
+
+
+def test_the_purge_path_is_legal_and_ends_for_good() -> None:
+    for current, new in itertools.pairwise([State.STORED, State.PURGING, State.PURGED]):
+        check_transition(current, new)
+    assert TRANSITIONS[State.PURGING] == {State.PURGED}  # a purge under way only finishes
+    assert TRANSITIONS[State.PURGED] == frozenset()  # no retry: the files are gone
+    assert State.PURGED in FINAL and State.PURGING not in FINAL
 
 
 @pytest.mark.parametrize(

@@ -233,9 +233,44 @@ def cancel_refusal(row: EntryRow, today: date) -> str | None:
     return None
 
 
+#: Entries with nothing at Amplitude to take back: a cancel passes over them.
+NOTHING_TO_CANCEL = frozenset({Entry.INVALID, Entry.CANCELLED})
+
+
+@dataclass(frozen=True)
+class CancelPlan:
+    """A deletion's cancel: the entries to take out of their jobs (one DELETE each), those
+    never sent (cancelled in the ledger alone), or why nothing may be touched."""
+
+    staging: tuple[EntryRow, ...] = ()
+    pending: tuple[EntryRow, ...] = ()
+    refusal: str | None = None
+
+
+def cancel_plan(rows: Iterable[EntryRow], today: date) -> CancelPlan:
+    """All or nothing: one entry past the cutoff (or already beyond staging) refuses the
+    whole cancel, since taking out only some IDs would leave the subject half deleted."""
+    live = [r for r in rows if r.state not in NOTHING_TO_CANCEL]
+    refused = [(r, why) for r in live if (why := cancel_refusal(r, today)) is not None]
+    if refused:
+        first, why = refused[0]
+        more = f" (and {len(refused) - 1} more entries)" if len(refused) > 1 else ""
+        return CancelPlan(refusal=f"entry {first.id} (project {first.project_id}): {why}{more}")
+    return CancelPlan(
+        staging=tuple(r for r in live if r.state is Entry.STAGING),
+        pending=tuple(r for r in live if r.state is Entry.PENDING),
+    )
+
+
 def recheck_due(verified_at: datetime, checks_done: int, now: datetime) -> bool:
     """The next re-ingestion check (7 and 30 days after the verified deletion) is due."""
     return checks_done < len(RECHECKS) and now >= verified_at + RECHECKS[checks_done]
+
+
+def checks_passed(verified_at: datetime, now: datetime) -> int:
+    """The re-ingestion checks whose time has come: one search answers all of them, so a
+    service that was stopped past both days records both at once."""
+    return sum(now >= verified_at + after for after in RECHECKS)
 
 
 def came_back(

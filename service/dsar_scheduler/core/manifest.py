@@ -25,6 +25,8 @@ class StoredRequest(Protocol):
     @property
     def amplitude_id(self) -> int | None: ...
     @property
+    def user_id(self) -> str | None: ...
+    @property
     def start_date(self) -> date | None: ...
     @property
     def end_date(self) -> date | None: ...
@@ -59,6 +61,14 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+def _subject(request: StoredRequest) -> dict[str, Any]:
+    """Who the export is about, as the request named them (a user ID only when given)."""
+    subject: dict[str, Any] = {"amplitude_id": request.amplitude_id}
+    if request.user_id is not None:
+        subject["user_id"] = request.user_id
+    return subject
+
+
 def build_manifest(
     request: StoredRequest, files: Sequence[StoredFile], stored_at: datetime
 ) -> bytes:
@@ -70,7 +80,7 @@ def build_manifest(
         "request_id": request.id,
         "queue_id": request.queue_id,
         "external_ref": request.external_ref,
-        "subject": {"amplitude_id": request.amplitude_id},
+        "subject": _subject(request),
         "date_range": {
             "start": request.start_date.isoformat() if request.start_date else None,
             "end": request.end_date.isoformat() if request.end_date else None,

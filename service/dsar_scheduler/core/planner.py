@@ -37,6 +37,8 @@ Why it works this way (the documented API: POST 8, GET 1, 14,400 an hour, jobs f
   (``DSAR_POLL_INTERVAL_SECONDS``) are polled in order of the probability that they finished
   since they were last seen running. When the budget is not binding that is every request,
   every tick (lower latency); when it is, there are none (more users per hour).
+* **Legal deadlines** decide who is polled first when the budget binds
+  (:mod:`dsar_scheduler.core.urgency`).
 * The completion-time distribution ``S(t)`` is :mod:`dsar_scheduler.core.completion`'s.
 """
 
@@ -50,6 +52,13 @@ from typing import NamedTuple
 
 from dsar_scheduler.core.completion import EPSILON, HOUR, PRIOR_WEIGHT, CompletionModel
 from dsar_scheduler.core.costs import FETCH_COST, STATUS_COST, SUBMIT_COST
+from dsar_scheduler.core.urgency import (
+    NO_DEADLINE,
+    OptionalPoll,
+    RequiredPoll,
+    optional_order,
+    required_order,
+)
 
 __all__ = [
     "HOUR",
@@ -98,6 +107,8 @@ class Outstanding(NamedTuple):
     expected_files: float
     #: A transient poll error set a retry time: optional polls leave it to that.
     retrying: bool = False
+    #: Its legal deadline in force (``None``: it has none).
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -147,8 +158,8 @@ class PlannerConfig:
 class Plan:
     """One tick's decisions, and the figures they came from (for logs and the simulator)."""
 
-    #: Request ids to poll, in order: required ones (most overdue first), then optional ones
-    #: (most likely finished first).
+    #: Request ids to poll, in order: required ones (``urgency.required_order``), then
+    #: optional ones (most likely finished first).
     polls: list[int] = field(default_factory=list)
     required: int = 0
     submits: int = 0
@@ -226,11 +237,10 @@ def steady_state(
 class _Workload(NamedTuple):
     """What the outstanding requests ask of this tick and the next."""
 
-    #: (due since, request id) of every request whose required poll is due now.
-    required: list[tuple[datetime, int]]
-    #: (probability it finished, request id, expected cost) of every one an optional poll
-    #: may see.
-    optional: list[tuple[float, int, float]]
+    #: Every request whose required poll is due now.
+    required: list[RequiredPoll]
+    #: Every one an optional poll may see.
+    optional: list[OptionalPoll]
     #: The cost the outstanding requests and the pending files still owe.
     commitment: float
     #: This tick's required cost.
@@ -247,8 +257,8 @@ def _workload(facts: Facts, config: PlannerConfig, gap_s: float) -> _Workload:
     now, model = facts.now, facts.model
     next_tick = now + timedelta(seconds=facts.interval_s)
     owed_polls = model.polls_owed(gap_s)
-    required: list[tuple[datetime, int]] = []
-    optional: list[tuple[float, int, float]] = []
+    required: list[RequiredPoll] = []
+    optional: list[OptionalPoll] = []
     commitment = float(facts.pending_files * FETCH_COST)
     mandatory = float(facts.pending_files * FETCH_COST)
     due_next = 0.0
@@ -257,8 +267,9 @@ def _workload(facts: Facts, config: PlannerConfig, gap_s: float) -> _Workload:
         seen = (o.seen_running_at - o.submitted_at).total_seconds()
         age = (now - o.submitted_at).total_seconds()
         commitment += owed_polls.at(seen) * STATUS_COST + o.expected_files * FETCH_COST
+        deadline = o.deadline or NO_DEADLINE
         if o.next_required_at is None or o.next_required_at <= now:
-            required.append((o.next_required_at or now, o.id))
+            required.append((o.next_required_at or now, o.id, deadline))
             mandatory += STATUS_COST + model.p_done(seen, age) * o.expected_files * FETCH_COST
             continue
         if o.next_required_at <= next_tick:
@@ -269,7 +280,8 @@ def _workload(facts: Facts, config: PlannerConfig, gap_s: float) -> _Workload:
         eligible_at = o.seen_running_at + timedelta(seconds=config.min_gap_s)
         if eligible_at <= now:
             p = model.p_done(seen, age)
-            optional.append((p, o.id, STATUS_COST + p * o.expected_files * FETCH_COST))
+            cost = STATUS_COST + p * o.expected_files * FETCH_COST
+            optional.append((p, o.id, cost, deadline))
         elif next_eligible is None or eligible_at < next_eligible:
             next_eligible = eligible_at
     return _Workload(required, optional, commitment, mandatory, due_next, next_eligible)
@@ -294,7 +306,7 @@ def plan(facts: Facts, config: PlannerConfig) -> Plan:
     optional_polls = _optional_polls_that_fit(work.optional, left)
     all_fit = len(optional_polls) == len(work.optional)
     return Plan(
-        polls=[rid for _, rid in sorted(work.required)] + optional_polls,
+        polls=required_order(work.required, facts.now, gap) + optional_polls,
         required=len(work.required),
         submits=submits,
         spendable=spendable,
@@ -329,10 +341,11 @@ def poll_gap(model: CompletionModel, queue_h: float, config: PlannerConfig) -> f
     return next(gap for gap, n in zip(gaps, polls, strict=True) if n <= fewest + MIN_POLLS_SAVED)
 
 
-def _optional_polls_that_fit(optional: list[tuple[float, int, float]], room: float) -> list[int]:
-    """The likeliest finished first, until the next one's expected cost no longer fits."""
+def _optional_polls_that_fit(optional: list[OptionalPoll], room: float) -> list[int]:
+    """The likeliest finished first (the nearest deadline first among equals), until the next
+    one's expected cost no longer fits."""
     polls: list[int] = []
-    for _, rid, expected_cost in sorted(optional, key=lambda item: (-item[0], item[1])):
+    for _, rid, expected_cost, _ in optional_order(optional):
         if expected_cost > room:
             break
         room -= expected_cost

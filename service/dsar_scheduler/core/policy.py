@@ -60,6 +60,8 @@ class Candidate(Protocol):
     def errors(self) -> int: ...
     @property
     def months(self) -> int: ...
+    @property
+    def deadline(self) -> datetime | None: ...
 
 
 class Sample(Protocol):
@@ -328,6 +330,7 @@ def _outstanding(c: Candidate, files_per_month_: float) -> Outstanding:
         next_required_at=c.next_action_at,
         expected_files=c.months * files_per_month_,
         retrying=c.errors > 0,
+        deadline=c.deadline,
     )
 
 

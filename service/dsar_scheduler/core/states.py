@@ -22,9 +22,16 @@ class State(StrEnum):
     REVIEW = "review"  # no exact match, only candidates: held for a person to decide
     DELETING = "deleting"  # its entries are with Amplitude's deletion jobs
     DELETED = "deleted"  # every entry verified erased, or nothing to erase (final)
+    # retention (``tick.purge``): a stored export's files removed once its time is up
+    PURGING = "purging"  # its files are being removed from storage (a purge under way)
+    PURGED = "purged"  # its files are removed; names, sizes and sha256 stay as the record (final)
 
 
-FINAL = frozenset({State.STORED, State.REJECTED, State.DEAD, State.CANCELLED, State.DELETED})
+FINAL = frozenset(
+    {State.STORED, State.REJECTED, State.DEAD, State.CANCELLED, State.DELETED, State.PURGED}
+)
+#: Requests whose export was stored at some time: still stored, being purged, or purged.
+EVER_STORED = frozenset({State.STORED, State.PURGING, State.PURGED})
 #: States waiting for a (re)submission; failed and expired go first, they have waited longest.
 SUBMITTABLE = (State.FAILED, State.EXPIRED, State.QUEUED)
 #: States with a remote request in flight at Amplitude.
@@ -44,7 +51,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.DEAD: frozenset({State.QUEUED}),  # only by an operator's retry
     State.CANCELLED: frozenset({State.QUEUED}),  # only by an operator's retry
     # an access_and_deletion request's deletion starts once its export is stored
-    State.STORED: frozenset({State.RESOLVING}),
+    # ... and a stored export's files are purged once its retention is over
+    State.STORED: frozenset({State.RESOLVING, State.PURGING}),
+    State.PURGING: frozenset({State.PURGED}),
+    State.PURGED: frozenset(),
     State.RESOLVING: frozenset(
         {State.DELETING, State.REVIEW, State.DELETED, State.DEAD, State.CANCELLED}
     ),

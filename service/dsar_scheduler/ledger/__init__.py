@@ -7,7 +7,15 @@ One part per thing it keeps, each over the same sessions:
 - ``requests``: the request state machine (compare-and-set moves, with their audit events);
 - ``files``: files to fetch and the store protocol that ends a request;
 - ``facts``: what the planner reads;
-- ``views``: the snapshot behind the metrics and ``dsar status``, and the stored totals.
+- ``deadlines``: the one extension of a legal deadline, and the open requests' shares of time;
+- ``views``: the snapshot behind the metrics and ``dsar status``, and the stored totals;
+- ``audit``: the audit trail's hash chains read back, and the periodic check's progress;
+- ``deletions``: deletion entries and their receipts; ``privacy_calls``: the privacy APIs'
+  calls per project key, their limits and 429 backoff; ``rechecks``: the re-ingestion
+  watch after a verified deletion; ``cancels``: a deletion cancelled under way;
+  ``deletion_stats``: what the deletion gauges show;
+- ``retention``: the purge of files past their retention, ``dsar delivered``, the backlog;
+- ``records``: records past their retention cut down to tombstones.
 
 Everything handed out is a frozen row (``rows``); every committed state change goes to one
 listener (``on_transitions``), whichever part made it.
@@ -20,13 +28,22 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from dsar_scheduler.ledger.audit import Audit
 from dsar_scheduler.ledger.budget import Budget
+from dsar_scheduler.ledger.cancels import Cancels
 from dsar_scheduler.ledger.chunk import record_chunk
+from dsar_scheduler.ledger.deadlines import Deadlines
+from dsar_scheduler.ledger.deletion_stats import DeletionStats
+from dsar_scheduler.ledger.deletions import Deletions
 from dsar_scheduler.ledger.facts import Facts
 from dsar_scheduler.ledger.files import Files
 from dsar_scheduler.ledger.lease import Lease
+from dsar_scheduler.ledger.privacy_calls import PrivacyCalls
 from dsar_scheduler.ledger.queue import Queue
+from dsar_scheduler.ledger.rechecks import Rechecks
+from dsar_scheduler.ledger.records import Records
 from dsar_scheduler.ledger.requests import Requests
+from dsar_scheduler.ledger.retention import Retention
 from dsar_scheduler.ledger.rows import (
     CallOutcome,
     StillRunning,
@@ -54,9 +71,18 @@ class Ledger:
         self.lease = Lease(sessions)
         self.queue = Queue(sessions, self._notify)
         self.requests = Requests(sessions, self._notify)
+        self.retention = Retention(sessions, self._notify)
+        self.records = Records(sessions)
         self.files = Files(sessions, self._notify)
         self.facts = Facts(sessions)
+        self.deadlines = Deadlines(sessions)
         self.views = Views(sessions)
+        self.audit = Audit(sessions)
+        self.deletions = Deletions(sessions, self._notify)
+        self.privacy_calls = PrivacyCalls(sessions)
+        self.rechecks = Rechecks(sessions, self._notify)
+        self.cancels = Cancels(sessions, self._notify)
+        self.deletion_stats = DeletionStats(sessions)
 
     def record_chunk(
         self,

@@ -14,17 +14,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dsar_scheduler.adapters.db import (
     ApiCall,
-    Event,
     File,
     Request,
-    bulk_insert,
     bulk_update,
     column_in,
     write_transaction,
 )
 from dsar_scheduler.core.states import State
+from dsar_scheduler.ledger.events import append_events, with_heads
 from dsar_scheduler.ledger.files import stored_values
-from dsar_scheduler.ledger.requests import event_values
 from dsar_scheduler.ledger.rows import (
     CallOutcome,
     StillRunning,
@@ -56,18 +54,19 @@ def record_chunk(
 def _accepted_posts(session: Session, submitted: Sequence[Submitted]) -> list[Transition]:
     """Each POST Amplitude accepted moves its request from ``submitting`` to ``submitted``,
     by compare-and-set with its audit event: the rows still ``submitting`` are locked (an
-    operator may have cancelled one meanwhile), then updated by id. The transitions made."""
+    operator may have cancelled one meanwhile), with their chain heads, then updated by id.
+    The transitions made."""
     if not submitted:
         return []
-    still = set(
-        session.scalars(
-            select(Request.id)
+    still: dict[int, str | None] = dict(
+        session.execute(
+            select(Request.id, Request.chain_head)
             .where(
                 column_in(session, Request.id, [x.request_id for x in submitted]),
                 Request.state == State.SUBMITTING,
             )
             .with_for_update()
-        )
+        ).all()
     )
     moved = [x for x in submitted if x.request_id in still]
     if not moved:
@@ -83,12 +82,15 @@ def _accepted_posts(session: Session, submitted: Sequence[Submitted]) -> list[Tr
         )
         for x in moved
     ]
+    heads = append_events(session, notes, still)
     bulk_update(
         session,
         Request,
-        [_submitted_values(x, note.reason) for x, note in zip(moved, notes, strict=True)],
+        with_heads(
+            [_submitted_values(x, note.reason) for x, note in zip(moved, notes, strict=True)],
+            heads,
+        ),
     )
-    bulk_insert(session, Event, [event_values(note) for note in notes])
     return notes
 
 

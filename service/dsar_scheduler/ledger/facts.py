@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dsar_scheduler.adapters.db import File, Request
 from dsar_scheduler.core.states import SUBMITTABLE, State
+from dsar_scheduler.ledger.deadlines import DEADLINE_IN_FORCE
 from dsar_scheduler.ledger.files import FETCHING, OF_CURRENT_JOB
-from dsar_scheduler.ledger.requests import SUBMIT_PRIORITY
+from dsar_scheduler.ledger.requests import SUBMIT_ORDER
 from dsar_scheduler.ledger.rows import CompletionSample, PollCandidate
 
 
@@ -33,6 +34,7 @@ class Facts:
             Request.errors,
             Request.start_date,
             Request.end_date,
+            DEADLINE_IN_FORCE,
         ).where(Request.state == State.SUBMITTED)
         if due_by is not None:
             query = query.where(
@@ -43,8 +45,8 @@ class Facts:
             rows: Sequence[Any] = session.execute(query).all()
         # Unpacked by position: a Row's attribute lookups cost more than the query itself.
         return [
-            PollCandidate(id, submitted, polled, due, errors, months(start, end))
-            for id, submitted, polled, due, errors, start, end in rows
+            PollCandidate(id, submitted, polled, due, errors, months(start, end), deadline)
+            for id, submitted, polled, due, errors, start, end, deadline in rows
         ]
 
     def completion_samples(self, since: datetime, limit: int) -> list[CompletionSample]:
@@ -105,7 +107,7 @@ class Facts:
                     Request.state.in_(SUBMITTABLE),
                     or_(Request.next_action_at.is_(None), Request.next_action_at <= now),
                 )
-                .order_by(SUBMIT_PRIORITY, Request.id)
+                .order_by(*SUBMIT_ORDER)
                 .limit(limit)
             ).all()
         return [months(row.start_date, row.end_date) for row in rows]

@@ -19,7 +19,6 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dsar_scheduler.adapters.db import (
-    Event,
     File,
     Request,
     ServiceState,
@@ -32,7 +31,8 @@ from dsar_scheduler.ledger.convert import (
     file_and_request,
     request_row,
 )
-from dsar_scheduler.ledger.requests import event_values, move_in
+from dsar_scheduler.ledger.events import append_event
+from dsar_scheduler.ledger.requests import move_in
 from dsar_scheduler.ledger.rows import (
     FileRow,
     RequestRow,
@@ -84,7 +84,7 @@ class Files:
             session.add_all(_listed(request_id, remote_id, urls, names))
             reason = f"done: {len(urls)} file(s), expires {expires.isoformat()}"
             done = Transition(request_id, State.SUBMITTED, State.DONE, reason, remote_id, now)
-            session.add(Event(**event_values(done)))
+            append_event(session, request, done)
             row = request_row(request)
         self._notify([done])
         return row
@@ -222,7 +222,7 @@ class Files:
             if reason is not None and request is not None and request.state != State.STORED:
                 state, remote_id = request.state, request.remote_request_id
                 note = Transition(request_id, state, state, reason, remote_id, now)
-                session.add(Event(**event_values(note)))
+                append_event(session, request, note)
 
 
 def _listed(

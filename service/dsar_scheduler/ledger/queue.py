@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from dsar_scheduler.adapters.db import (
-    Event,
     QueueRow,
     Request,
     ServiceState,
@@ -21,14 +20,18 @@ from dsar_scheduler.adapters.db import (
     column_in,
     write_transaction,
 )
+from dsar_scheduler.core.deadlines import Deadline
 from dsar_scheduler.core.states import State
 from dsar_scheduler.core.validation import Accepted, RawQueueRow, Rejected
+from dsar_scheduler.ledger.events import append_events, write_heads
 from dsar_scheduler.ledger.rows import Admission, QueueFloor, Transition, TransitionListener
 
 QUEUE_FLOOR_KEY = "queue-floor"
 ADMIT_LOCK = "dsar-admit"
 
 Verdict = tuple[RawQueueRow, Accepted | Rejected]
+#: A deletion skips the DSAR queue: it starts by finding its subject in every project.
+ADMITTED_DELETION = "admitted: a deletion, its subject's Amplitude IDs to find in every project"
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,19 @@ class NewRequest:
     amplitude_id: int | None = None
     start_date: date | None = None
     end_date: date | None = None
+    #: The legal deadline of a queued request (a rejected row has none: its corrected row,
+    #: inserted anew with the same ``received_at``, keeps the same deadline).
+    deadline: Deadline | None = None
+    request_type: str = "access"
+    user_id: str | None = None
 
     def values(self, now: datetime) -> dict[str, Any]:
         """The ``dsar_requests`` row."""
+        deadline = self.deadline
         return {
+            "regime": None if deadline is None else deadline.regime,
+            "received_at": None if deadline is None else deadline.received_at,
+            "due_at": None if deadline is None else deadline.due_at,
             "queue_id": self.queue_id,
             "external_ref": self.external_ref,
             "queued_at": now,
@@ -62,6 +74,8 @@ class NewRequest:
             "end_date": self.end_date,
             "reason": self.reason,
             "state": self.state,
+            "request_type": self.request_type,
+            "user_id": self.user_id,
         }
 
 
@@ -82,15 +96,19 @@ def new_requests(verdicts: Sequence[Verdict], taken: dict[str, int]) -> list[New
             continue
         if ref:
             taken[ref] = row.queue_id
+        deletion = verdict.request_type == "deletion"
         out.append(
             NewRequest(
                 row.queue_id,
                 ref,
-                State.QUEUED,
-                "admitted",
+                State.RESOLVING if deletion else State.QUEUED,
+                ADMITTED_DELETION if deletion else "admitted",
                 amplitude_id=verdict.amplitude_id,
                 start_date=verdict.start,
                 end_date=verdict.end,
+                deadline=verdict.deadline,
+                request_type=verdict.request_type,
+                user_id=verdict.user_id,
             )
         )
     return out
@@ -139,6 +157,11 @@ class Queue:
                     cast(QueueRow.end_date, String),
                     cast(QueueRow.external_ref, String),
                     cast(QueueRow.requested_by, String),
+                    cast(QueueRow.regime, String),
+                    cast(QueueRow.received_at, String),
+                    cast(QueueRow.created_at, String),
+                    cast(QueueRow.request_type, String),
+                    cast(QueueRow.user_id, String),
                 )
                 .where(*unadmitted(after))
                 .order_by(QueueRow.id)
@@ -192,21 +215,12 @@ def _insert(session: Session, new: Sequence[NewRequest], now: datetime) -> list[
         ).all()
     )
     ids = [by_queue_id[queue_id] for queue_id in queue_ids]
-    bulk_insert(
-        session,
-        Event,
-        [
-            {
-                "request_id": request_id,
-                "at": now,
-                "from_state": None,
-                "to_state": r.state,
-                "reason": r.event_reason,
-                "remote_request_id": None,
-            }
-            for request_id, r in zip(ids, new, strict=True)
-        ],
-    )
+    # each new request's chain starts with its first event
+    firsts = [
+        Transition(request_id, None, r.state, r.event_reason, None, now)
+        for request_id, r in zip(ids, new, strict=True)
+    ]
+    write_heads(session, append_events(session, firsts, {}))
     return ids
 
 

@@ -1,6 +1,6 @@
 """Requests and their audit trail: the state machine. A state change is a compare-and-set on
 the current state, checked against ``states.TRANSITIONS`` and written to the audit trail with
-its reason in the same transaction."""
+its reason in the same transaction, chained to the request's last event (``ledger.events``)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from dsar_scheduler.adapters.db import (
     Event,
     Request,
-    bulk_insert,
     bulk_update,
     column_in,
     write_transaction,
 )
 from dsar_scheduler.core.states import SUBMITTABLE, State, check_transition
 from dsar_scheduler.ledger.convert import EVENT_COLUMNS, REQUEST_COLUMNS, request_row
+from dsar_scheduler.ledger.deadlines import URGENCY
+from dsar_scheduler.ledger.events import append_event, append_events, with_heads
 from dsar_scheduler.ledger.rows import (
     EventRow,
     RequestChanges,
@@ -34,6 +35,9 @@ from dsar_scheduler.ledger.rows import (
 SUBMIT_PRIORITY = case(
     {State.FAILED.value: 0, State.EXPIRED.value: 0}, value=Request.state, else_=1
 )
+#: The order requests are submitted in: the nearest legal deadline first (when the budget
+#: binds, the most urgent go), then as before.
+SUBMIT_ORDER = (URGENCY, SUBMIT_PRIORITY, Request.id)
 
 
 class Requests:
@@ -89,11 +93,12 @@ class Requests:
         return self._read(Request.state.in_(states), order_by=(Request.id,))
 
     def due_submits(self, now: datetime, limit: int) -> list[RequestRow]:
-        """Requests waiting to be (re)submitted: failed and expired first, then oldest."""
+        """Requests waiting to be (re)submitted: the nearest legal deadline first, then
+        failed and expired ones, then the oldest."""
         return self._read(
             Request.state.in_(SUBMITTABLE),
             or_(Request.next_action_at.is_(None), Request.next_action_at <= now),
-            order_by=(SUBMIT_PRIORITY, Request.id),
+            order_by=SUBMIT_ORDER,
             limit=limit,
         )
 
@@ -133,13 +138,19 @@ class Requests:
         notes: list[Transition] = []
         with write_transaction(self.sessions) as session:
             rows = session.execute(
-                select(Request.id, Request.state, Request.submissions, Request.remote_request_id)
+                select(
+                    Request.id,
+                    Request.state,
+                    Request.submissions,
+                    Request.remote_request_id,
+                    Request.chain_head,
+                )
                 .where(column_in(session, Request.id, ids), Request.state.in_(SUBMITTABLE))
                 .with_for_update()
             ).all()
             if not rows:
                 return set()
-            changes, events = [], []
+            changes = []
             for row in rows:
                 check_transition(State(row.state), State.SUBMITTING)
                 reason = f"submitting (attempt {row.submissions + 1})"
@@ -155,10 +166,10 @@ class Requests:
                 note = Transition(
                     row.id, row.state, State.SUBMITTING, reason, row.remote_request_id, now
                 )
-                events.append(event_values(note))
                 notes.append(note)
-            bulk_update(session, Request, changes)
-            bulk_insert(session, Event, events)
+            # the heads read with the rows' locks: each event follows its request's last one
+            heads = append_events(session, notes, {row.id: row.chain_head for row in rows})
+            bulk_update(session, Request, with_heads(changes, heads))
         self._notify(notes)
         return {row.id for row in rows}
 
@@ -184,7 +195,14 @@ def move_in(
 ) -> tuple[Request, Transition] | None:
     """``Requests.move`` inside the caller's transaction: the request (locked, changed) and
     the transition to hand to the listener once the transaction commits."""
-    request = session.scalar(select(Request).where(Request.id == request_id).with_for_update())
+    # populate_existing: a row the caller's session read before is read again under the
+    # lock (its state and chain head as committed, not as first seen)
+    request = session.scalar(
+        select(Request)
+        .where(Request.id == request_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if request is None or State(request.state) not in expected:
         return None
     check_transition(State(request.state), new)
@@ -194,17 +212,5 @@ def move_in(
     for key, value in changes.items():
         setattr(request, key, value)
     note = Transition(request_id, previous, new, reason, request.remote_request_id, now)
-    session.add(Event(**event_values(note)))
+    append_event(session, request, note)
     return request, note
-
-
-def event_values(note: Transition) -> dict[str, object]:
-    """The audit event (a ``dsar_request_events`` row) of a state change."""
-    return {
-        "request_id": note.request_id,
-        "at": note.at,
-        "from_state": note.from_state,
-        "to_state": note.to_state,
-        "reason": note.reason,
-        "remote_request_id": note.remote_request_id,
-    }

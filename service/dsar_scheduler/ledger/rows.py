@@ -40,6 +40,20 @@ class RequestRow:
     next_action_at: datetime | None
     storage_prefix: str | None
     last_polled_at: datetime | None
+    #: The legal deadline (``core.deadlines``; none for a request admitted before them).
+    regime: str | None = None
+    received_at: datetime | None = None
+    due_at: datetime | None = None
+    extended_until: datetime | None = None
+    extension_reason: str | None = None
+    #: Retention: when the export was handed over (``dsar delivered``), its files purged.
+    delivered_at: datetime | None = None
+    purged_at: datetime | None = None
+    #: What is asked (access, deletion, access_and_deletion) and the subject by user ID.
+    request_type: str = "access"
+    user_id: str | None = None
+    #: The hash of the request's last audit event (``ledger.events``).
+    chain_head: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +74,8 @@ class FileRow:
     last_error: str | None
     next_attempt_at: datetime | None
     stored_at: datetime | None
+    #: Its bytes were removed from storage (retention); the row stays as the record.
+    purged_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +89,10 @@ class EventRow:
     to_state: str
     reason: str
     remote_request_id: int | None
+    #: The hash chain (``core.chain``): the event before this one's hash, and this one's
+    #: (both ``None`` for an event written before the chain existed).
+    prev_hash: str | None = None
+    hash: str | None = None
 
 
 class RequestChanges(TypedDict, total=False):
@@ -115,6 +135,8 @@ class PollCandidate(NamedTuple):
     next_action_at: datetime | None
     errors: int
     months: int
+    #: The legal deadline in force (``None``: the request has none).
+    deadline: datetime | None = None
 
 
 class Admission(NamedTuple):

@@ -1,6 +1,7 @@
 """Running totals of what the service has stored, for the metrics scraped every few seconds.
 
-Stored requests and files only ever accumulate (stored is final, a file is stored once), and
+Stored requests and files only ever accumulate (a request counts as stored once stored, purged
+or not; a file row keeps its state when its bytes are purged), and
 after a year at full rate they number millions of requests and tens of millions of files:
 counting them on every scrape would keep the database busy for seconds each time. So they
 are counted once up to a watermark, and after that only what was stored past it is read
@@ -25,26 +26,32 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dsar_scheduler.adapters.db import File, Request, ServiceState
-from dsar_scheduler.core.states import State
+from dsar_scheduler.core.states import EVER_STORED, State
 
 #: How far behind the clock the watermark stays: past it, rows are counted on each read.
 LAG = timedelta(hours=1)
 #: How often the watermark moves up (what is read on each scrape: at most LAG + FOLD_EVERY).
 FOLD_EVERY = timedelta(hours=1)
-#: The ``dsar_service_state`` key of the recorded totals: "requests files bytes", until the
-#: watermark.
+#: The ``dsar_service_state`` key of the recorded totals: "requests files bytes purged", until
+#: the watermark (a record of three numbers was written before purges existed: none purged).
 RECORD_KEY = "stored-totals"
 
 
 @dataclass(frozen=True)
 class Stored:
+    #: Requests ever stored (purged ones too), files and bytes ever stored.
     requests: int
     files: int
     bytes: int
+    #: Requests whose files were purged (retention), counted by ``purged_at``.
+    purged: int = 0
 
     def __add__(self, other: Stored) -> Stored:
         return Stored(
-            self.requests + other.requests, self.files + other.files, self.bytes + other.bytes
+            self.requests + other.requests,
+            self.files + other.files,
+            self.bytes + other.bytes,
+            self.purged + other.purged,
         )
 
 
@@ -55,7 +62,7 @@ class StoredTotals:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._upto: datetime | None = None  # None: nothing counted yet
-        self._counted = Stored(0, 0, 0)
+        self._counted = Stored(0, 0, 0, 0)
 
     def read(self, session: Session, now: datetime) -> Stored:
         with self._lock:
@@ -73,7 +80,7 @@ class StoredTotals:
             if recorded is not None and recorded[0] >= self._upto:
                 return
             counted = self._counted
-            value = f"{counted.requests} {counted.files} {counted.bytes}"
+            value = f"{counted.requests} {counted.files} {counted.bytes} {counted.purged}"
             if row is None:
                 row = ServiceState(key=RECORD_KEY)
                 session.add(row)
@@ -96,12 +103,17 @@ def _parse(row: ServiceState | None) -> tuple[datetime, Stored] | None:
     if row is None or row.until is None or not row.value:
         return None
     try:
-        requests, files, size = (int(part) for part in row.value.split())
+        numbers = [int(part) for part in row.value.split()]
     except ValueError:
         return None
-    if min(requests, files, size) < 0:
+    if len(numbers) == 3:  # written before purges existed: none up to its watermark
+        numbers.append(0)
+    if len(numbers) != 4:
         return None
-    return row.until, Stored(requests, files, size)
+    requests, files, size, purged = numbers
+    if min(requests, files, size, purged) < 0:
+        return None
+    return row.until, Stored(requests, files, size, purged)
 
 
 def _stored(session: Session, after: datetime | None, upto: datetime | None) -> Stored:
@@ -116,11 +128,16 @@ def _stored(session: Session, after: datetime | None, upto: datetime | None) -> 
     requests = session.scalar(
         select(func.count())
         .select_from(Request)
-        .where(Request.state == State.STORED, *within(Request.stored_at))
+        .where(Request.state.in_(list(EVER_STORED)), *within(Request.stored_at))
+    )
+    purged = session.scalar(
+        select(func.count())
+        .select_from(Request)
+        .where(Request.state == State.PURGED, *within(Request.purged_at))
     )
     files, size = session.execute(
         select(func.count(), func.coalesce(func.sum(File.bytes), 0)).where(
             File.state == "stored", *within(File.stored_at)
         )
     ).one()
-    return Stored(int(requests or 0), int(files or 0), int(size or 0))
+    return Stored(int(requests or 0), int(files or 0), int(size or 0), int(purged or 0))

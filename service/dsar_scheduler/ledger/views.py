@@ -17,6 +17,8 @@ from dsar_scheduler.ledger.queue import read_floor, unadmitted
 from dsar_scheduler.ledger.rows import Snapshot
 from dsar_scheduler.ledger.totals import StoredTotals
 
+#: States counted from the running totals (``totals``), not by the state index.
+_FROM_TOTALS = (State.STORED, State.PURGED)
 #: Requests admitted and not finished: waiting, in flight, or waiting to be resubmitted.
 _ACTIVE = [s.value for s in OUTSTANDING | {State.QUEUED, State.FAILED, State.EXPIRED}]
 
@@ -39,7 +41,9 @@ class Views:
             by_state = _by_state(session)
             stored = self.stored_totals.read(session, now)
             if stored.requests:
-                by_state[State.STORED] = stored.requests
+                by_state[State.STORED] = stored.requests  # ever stored, purged ones too
+            if stored.purged:
+                by_state[State.PURGED] = stored.purged
             return Snapshot(
                 queue_pending=_count(
                     session, QueueRow, *unadmitted(read_floor(session, None).floor)
@@ -69,13 +73,14 @@ class Views:
 
 
 def _by_state(session: Session) -> dict[str, int]:
-    """Requests by state, every state but stored (by the state index: their rows are few;
-    stored ones come from the running totals, they are most of the history)."""
+    """Requests by state, every state but stored and purged (by the state index: their rows
+    are few; stored and purged ones come from the running totals, they are most of the
+    history)."""
     return {
         state: int(count)
         for state, count in session.execute(
             select(Request.state, func.count())
-            .where(Request.state.in_([s.value for s in State if s != State.STORED]))
+            .where(Request.state.in_([s.value for s in State if s not in _FROM_TOTALS]))
             .group_by(Request.state)
         )
     }

@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from dsar_scheduler.adapters.amplitude import AmplitudeClient
+from dsar_scheduler.adapters.amplitude import AmplitudeClient, PrivacyApi, PrivacyClient
 from dsar_scheduler.adapters.clock import Clock, clock_for
 from dsar_scheduler.adapters.db import make_engine
 from dsar_scheduler.adapters.liveness import process_owner
@@ -42,6 +42,8 @@ class App:
     tick_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Where every tick of this app sends its polls and fetches (DSAR_CONCURRENCY).
     lanes: Lanes = field(default_factory=InlineLanes)
+    #: The project-key APIs (deletion, User Search, User Activity); ``None`` without projects.
+    privacy: PrivacyApi | None = None
 
     def tick(self, stop: threading.Event | None = None) -> TickReport:
         """Run one tick (one at a time in this process; the lease covers other processes)."""
@@ -57,6 +59,7 @@ class App:
                 stop=stop,
                 rng=self.rng,
                 lanes=self.lanes,
+                privacy=self.privacy,
             ).run()
 
     def database_ok(self) -> bool:
@@ -70,6 +73,8 @@ class App:
     def close(self) -> None:
         self.lanes.close()
         self.client.close()
+        if isinstance(self.privacy, PrivacyClient):
+            self.privacy.close()
         self.engine.dispose()
 
 
@@ -93,6 +98,21 @@ def _client(
     )
 
 
+def privacy_client(settings: Settings, clock: Clock) -> PrivacyClient | None:
+    """The deletion and identity APIs, with each project's key; none without projects."""
+    if not settings.projects:
+        return None
+    return PrivacyClient(
+        settings.projects,
+        deletion_url=settings.deletion_api_url,
+        user_search_url=settings.user_search_api_url,
+        user_activity_url=settings.user_activity_api_url,
+        allow_http=settings.allow_http,
+        timeout=settings.http_timeout_seconds,
+        now=clock.now,
+    )
+
+
 def build_app(
     settings: Settings,
     clock: Clock | None = None,
@@ -112,7 +132,7 @@ def build_app(
     sessions = sessionmaker(engine, expire_on_commit=False)
     ledger = Ledger(sessions, settings.budget_limit, on_transitions=transition_listener(metrics))
     client = _client(settings, clock, transport, download_transport)
-    storage = _open_storage(settings)
+    storage = configured_storage(settings)
     metrics.watch_ledger(
         ledger,
         clock.now,
@@ -132,6 +152,7 @@ def build_app(
         owner,
         rng=rng or random.Random(),
         lanes=lanes or lanes_for(settings.concurrency),
+        privacy=privacy_client(settings, clock),
     )
 
 
@@ -147,7 +168,8 @@ def _announce_clock(clock: Clock, metrics: Metrics) -> None:
         )
 
 
-def _open_storage(settings: Settings) -> Storage:
+def configured_storage(settings: Settings) -> Storage:
+    """The storage DSAR_STORAGE_URL and the S3 settings name (the daemon's, `dsar evidence`'s)."""
     return open_storage(
         settings.storage_url,
         s3_sse=settings.s3_sse,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from dsar_scheduler import __version__
 from dsar_scheduler.adapters.storage import StorageError
+from dsar_scheduler.runtime import deadlines_cli, evidence_cli, queue_cli, retention_cli
 from dsar_scheduler.runtime.shutdown import ShutdownSignals
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ same keys in config/dsar.toml (or DSAR_CONFIG_FILE). See README.md.
 
 
 def _log_secrets(settings: Settings) -> dict[str, Any]:
-    """What the log scrubber cuts out of every line: the credentials and a database password."""
+    """What the log scrubber cuts out of every line: the credentials (the org's and every
+    project's) and a database password."""
     from sqlalchemy.engine import make_url
 
     key = settings.amplitude_api_key.get_secret_value() if settings.amplitude_api_key else None
@@ -44,9 +45,11 @@ def _log_secrets(settings: Settings) -> dict[str, Any]:
         password = make_url(settings.database_url).password
     except Exception:  # an unparseable URL fails later, with its own message
         password = None
+    projects = settings.projects.credential_pairs()
     return {
-        "secrets": [key, secret, str(password) if password else None],
-        "auth_pairs": [(key, secret)] if key and secret else [],
+        "secrets": [key, secret, str(password) if password else None]
+        + [part for pair in projects for part in pair],
+        "auth_pairs": ([(key, secret)] if key and secret else []) + projects,
     }
 
 
@@ -106,91 +109,31 @@ def _push_metrics(metrics: Metrics, gateway: str, job: str) -> None:
         _out(f"dsar: cannot push metrics to {without_userinfo(gateway)}: {exc}", sys.stderr)
 
 
-def _rows_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
-    if args.csv:
-        with Path(args.csv).open(newline="") as handle:
-            return [dict(row) for row in csv.DictReader(handle)]
-    if args.amplitude_id is None or args.start is None or args.end is None:
-        from dsar_scheduler.config import ConfigError
-
-        raise ConfigError("enqueue needs --amplitude-id, --start and --end, or --csv FILE")
-    return [
-        {
-            "amplitude_id": args.amplitude_id,
-            "start_date": args.start,
-            "end_date": args.end,
-            "external_ref": args.external_ref,
-            "requested_by": args.requested_by,
-        }
-    ]
-
-
-def cmd_enqueue(settings: Settings, args: argparse.Namespace) -> int:
-    """Insert queue rows exactly as upstream SQL would (values as given); validation happens
-    at admission, so a bad value becomes a rejection with a reason. A row the database itself
-    refuses (PostgreSQL checks types at INSERT) is reported, and the other rows still go in."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
-
-    from dsar_scheduler.adapters.db import make_engine
-
-    columns = ("amplitude_id", "start_date", "end_date", "external_ref", "requested_by")
-    insert = text(
-        f"INSERT INTO dsar_queue ({', '.join(columns)}) "
-        f"VALUES ({', '.join(':' + c for c in columns)}) RETURNING id"
-    )
-    engine = make_engine(settings.database_url)
-    refused = 0
-    try:
-        for number, row in enumerate(_rows_from_args(args), start=1):
-            values = {c: (row.get(c) or None) for c in columns}
-            try:
-                with engine.begin() as connection:
-                    queue_id = connection.execute(insert, values).scalar()
-                _out(f"queued row {queue_id}")
-            except DBAPIError as exc:
-                refused += 1
-                detail = str(exc.orig).splitlines()[0][:200] if exc.orig else type(exc).__name__
-                _out(f"input row {number} refused by the database: {detail}", sys.stderr)
-    finally:
-        engine.dispose()
-    return 1 if refused else 0
-
-
-def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from dsar_scheduler.adapters.db import make_engine
-    from dsar_scheduler.runtime.status import describe_request, summary
-
-    engine = make_engine(settings.database_url)
-    try:
-        text = (
-            describe_request(engine, args.request_id, args.json)
-            if args.request_id
-            else summary(engine, settings, args.json)
-        )
-    finally:
-        engine.dispose()
-    if text is None:
-        _out(f"no request {args.request_id}", sys.stderr)
-        return 1
-    _out(text)
-    return 0
-
-
 def _operate(settings: Settings, args: argparse.Namespace, action: str) -> int:
+    """On the service's clock; a cancel gets the project keys' client (for a deletion)."""
     from sqlalchemy.orm import sessionmaker
 
-    from dsar_scheduler.adapters.clock import SystemClock
+    from dsar_scheduler.adapters.clock import clock_for
     from dsar_scheduler.adapters.db import make_engine
     from dsar_scheduler.ledger import Ledger
     from dsar_scheduler.runtime import operations
+    from dsar_scheduler.runtime.app import privacy_client
 
+    clock = clock_for(settings.clock_speed, settings.clock_epoch)
     engine = make_engine(settings.database_url)
+    privacy = privacy_client(settings, clock) if action == "cancel" else None
     try:
         ledger = Ledger(sessionmaker(engine, expire_on_commit=False), settings.budget_limit)
-        act = operations.retry if action == "retry" else operations.cancel
-        outcome = act(ledger, args.request_id, SystemClock().now(), args.reason)
+        outcome = (
+            operations.retry(ledger, args.request_id, clock.now(), args.reason)
+            if action == "retry"
+            else operations.cancel(
+                ledger, args.request_id, clock.now(), args.reason, privacy=privacy, clock=clock
+            )
+        )
     finally:
+        if privacy is not None:
+            privacy.close()
         engine.dispose()
     _out(outcome.message, None if outcome.ok else sys.stderr)
     return 0 if outcome.ok else 1
@@ -235,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dsar-scheduler {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_service_verbs(sub)
-    _add_queue_verbs(sub)
+    queue_cli.register(sub)
     _add_request_verbs(sub)
+    deadlines_cli.register(sub)  # dsar extend
+    retention_cli.register(sub)  # dsar delivered
+    evidence_cli.register(sub)  # dsar evidence
     _add_tool_verbs(sub)
     return parser
 
@@ -263,37 +209,6 @@ def _add_service_verbs(sub: _Verbs[argparse.ArgumentParser]) -> None:
     ).set_defaults(func=cmd_tick)
 
 
-def _add_queue_verbs(sub: _Verbs[argparse.ArgumentParser]) -> None:
-    """The queue contract from the command line: put rows in, see what became of them."""
-    enqueue = sub.add_parser(
-        "enqueue",
-        help="insert queue rows, as an upstream system would",
-        description="Insert rows into dsar_queue. They are validated when "
-        "the next tick admits them; a bad row is rejected with a reason "
-        "that `dsar status` and the dsar_queue_status view show.",
-    )
-    enqueue.add_argument("--amplitude-id", help="the subject's Amplitude ID")
-    enqueue.add_argument("--start", help="first day of data, YYYY-MM-DD")
-    enqueue.add_argument("--end", help="last day of data, YYYY-MM-DD")
-    enqueue.add_argument("--external-ref", help="upstream ticket id (a repeat is rejected)")
-    enqueue.add_argument("--requested-by", help="who asked, for the audit trail")
-    enqueue.add_argument(
-        "--csv",
-        help="a CSV file with columns amplitude_id, start_date, "
-        "end_date[, external_ref, requested_by]",
-    )
-    enqueue.set_defaults(func=cmd_enqueue)
-
-    status = sub.add_parser(
-        "status",
-        help="what is queued, outstanding, stored, failed; or one "
-        "request's history from the audit trail",
-    )
-    status.add_argument("request_id", nargs="?", type=int, help="a request id (dsar_requests.id)")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(func=cmd_status)
-
-
 def _add_request_verbs(sub: _Verbs[argparse.ArgumentParser]) -> None:
     """An operator's hand on one request."""
     for verb, func, text in (
@@ -306,8 +221,9 @@ def _add_request_verbs(sub: _Verbs[argparse.ArgumentParser]) -> None:
         (
             "cancel",
             cmd_cancel,
-            "stop all work on a request not yet stored (Amplitude's API cannot cancel "
-            "a remote job: it is left to run, its results are not fetched)",
+            "stop all work on a request not yet stored (Amplitude's DSAR API cannot cancel "
+            "a remote job: it is left to run, its results are not fetched); a deletion is "
+            "taken out of Amplitude's jobs while they are staging, else refused with why",
         ),
     ):
         operate = sub.add_parser(verb, help=text, description=text)

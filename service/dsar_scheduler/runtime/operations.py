@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from dsar_scheduler.core.states import State
+from dsar_scheduler.adapters.amplitude import PrivacyApi
+from dsar_scheduler.adapters.clock import Clock, SystemClock
+from dsar_scheduler.core.states import EVER_STORED, State
 from dsar_scheduler.ledger import Ledger
+from dsar_scheduler.runtime.deletion_cancel import cancel_deletion
 
 RETRYABLE = frozenset({State.DEAD, State.CANCELLED, State.FAILED, State.EXPIRED})
 CANCELLABLE = frozenset(
@@ -23,8 +26,13 @@ CANCELLABLE = frozenset(
         State.FETCHING,
         State.FAILED,
         State.EXPIRED,
+        # deletions: before anything was sent at once; while deleting, see deletion_cancel
+        State.RESOLVING,
+        State.REVIEW,
+        State.DELETING,
     }
 )
+_NOT_SENT_YET = frozenset({State.RESOLVING, State.REVIEW})
 _REMOTE_IN_FLIGHT = frozenset({State.SUBMITTING, State.SUBMITTED, State.DONE, State.FETCHING})
 
 
@@ -50,8 +58,15 @@ def retry(ledger: Ledger, request_id: int, now: datetime, note: str | None = Non
             f"request {request_id} was rejected at admission ({request.reason}); it cannot "
             "be retried: correct the row upstream and insert a new one",
         )
-    if state is State.STORED:
-        return Outcome(False, f"request {request_id} is already stored; nothing to retry")
+    if state in EVER_STORED:
+        return Outcome(False, f"request {request_id} is already {state.value}; nothing to retry")
+    if request.request_type == "deletion" or ledger.cancels.entries(request_id):
+        return Outcome(
+            False,
+            f"request {request_id} is a deletion; it cannot be queued again (its entries and "
+            "receipts stay as the record): insert a new dsar_queue row with request_type "
+            "deletion",
+        )
     if state not in RETRYABLE:
         return Outcome(
             False,
@@ -77,9 +92,20 @@ def retry(ledger: Ledger, request_id: int, now: datetime, note: str | None = Non
     )
 
 
-def cancel(ledger: Ledger, request_id: int, now: datetime, note: str | None = None) -> Outcome:
-    """Stop all work on a request not yet stored. Amplitude's API has no way to cancel a
-    remote job: it is left to finish (or expire) there, and its results are not fetched."""
+def cancel(
+    ledger: Ledger,
+    request_id: int,
+    now: datetime,
+    note: str | None = None,
+    *,
+    privacy: PrivacyApi | None = None,
+    clock: Clock | None = None,
+) -> Outcome:
+    """Stop all work on a request not yet stored. Amplitude's DSAR API has no way to cancel
+    a remote job: it is left to finish (or expire) there, and its results are not fetched.
+    A deletion under way is taken out of Amplitude's jobs while they allow it
+    (``deletion_cancel``: ``privacy``, the project keys' client, and ``clock``, the
+    service's, are for it)."""
     request = ledger.requests.get(request_id)
     if request is None:
         return Outcome(False, f"no request {request_id}")
@@ -90,7 +116,14 @@ def cancel(ledger: Ledger, request_id: int, now: datetime, note: str | None = No
             f"request {request_id} is {state.value}, which is final; nothing to cancel"
             + (" (dsar retry ID first to queue it again)" if state is State.DEAD else ""),
         )
+    if state is State.DELETING:
+        done, message = cancel_deletion(
+            ledger, privacy, request_id, clock or SystemClock(), _by(note)
+        )
+        return Outcome(done, message)
     parts = [f"cancelled {_by(note)} while {state.value}"]
+    if state in _NOT_SENT_YET:
+        parts.append("no deletion had been sent to Amplitude")
     if state in _REMOTE_IN_FLIGHT and request.remote_request_id is not None:
         parts.append(
             f"Amplitude request {request.remote_request_id} is not cancelled remotely (the "

@@ -4,7 +4,7 @@ request ids, never credentials; the subject's Amplitude ID only in one request's
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -15,13 +15,21 @@ from dsar_scheduler.adapters.db import File
 from dsar_scheduler.config import Settings
 from dsar_scheduler.core.states import State
 from dsar_scheduler.ledger import Ledger
-from dsar_scheduler.ledger.rows import RequestRow
+from dsar_scheduler.ledger.rows import RequestRow, Snapshot
+from dsar_scheduler.runtime.deadline_status import (
+    NEAREST,
+    overview,
+    overview_lines,
+    request_deadline,
+    request_lines,
+)
+from dsar_scheduler.runtime.deletion_status import deletion_detail, deletion_lines
 
 
-def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
-    ledger = Ledger(sessionmaker(engine, expire_on_commit=False), settings.budget_limit)
-    now = SystemClock().now()
-    snap = ledger.views.snapshot(now, timedelta(seconds=settings.completion_sla_seconds))
+def _summary_data(
+    ledger: Ledger, snap: Snapshot, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """The overview as data (``--json``), the latest requests needing attention included."""
     data: dict[str, Any] = {
         "queue_unadmitted": snap.queue_pending,
         "requests": {s.value: snap.by_state.get(s.value, 0) for s in State},
@@ -35,6 +43,9 @@ def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
         "earliest_unfetched_expiry": snap.earliest_unfetched_expiry,
         "past_sla": snap.past_sla,
         "last_successful_tick": snap.last_ok_tick,
+        "deadlines": overview(
+            ledger.deadlines.open_counts(now), ledger.deadlines.nearest(NEAREST), now
+        ),
     }
     problems = ledger.requests.in_state(State.DEAD, State.REJECTED)
     data["needs_attention"] = [
@@ -47,6 +58,15 @@ def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
         }
         for r in problems[-20:]
     ]
+    return data
+
+
+def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
+    ledger = Ledger(sessionmaker(engine, expire_on_commit=False), settings.budget_limit)
+    now = SystemClock().now()
+    snap = ledger.views.snapshot(now, timedelta(seconds=settings.completion_sla_seconds))
+    data = _summary_data(ledger, snap, settings, now)
+    problems = data["needs_attention"]
     if as_json:
         return json.dumps(data, default=str, indent=2)
     lines = [f"queue rows not yet admitted: {snap.queue_pending}", "requests:"]
@@ -56,6 +76,7 @@ def summary(engine: Engine, settings: Settings, as_json: bool) -> str:
         f"{snap.pending_files} pending"
     )
     lines.append(f"budget: {snap.cost_in_window} of {settings.budget_limit} spent in the last hour")
+    lines += overview_lines(data["deadlines"])
     if snap.rate_limited_until:
         lines.append(f"rate limited until {snap.rate_limited_until.isoformat()}")
     if snap.earliest_unfetched_expiry:
@@ -96,6 +117,10 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
     ]
     calls, cost = ledger.budget.request_cost(request_id)
     data = _request_data(request, files, history, calls, cost)
+    data["deadline"] = request_deadline(request, SystemClock().now())
+    data["deletion"] = deletion_detail(sessions, request)
+    if data["deletion"] is not None:
+        data["next"] = data["deletion"]["next"]
     if as_json:
         return json.dumps(data, default=str, indent=2)
     return _request_text(request, files, data)
@@ -146,6 +171,8 @@ def _request_text(request: RequestRow, files: list[File], data: dict[str, Any]) 
     if request.reason:
         lines.append(f"  reason: {request.reason}")
     lines.append(f"  next: {data['next']}")
+    lines += request_lines(data["deadline"])
+    lines += deletion_lines(data["deletion"])
     lines.append(
         f"  {request.submissions} submission(s), {request.failures} failure(s), "
         f"{request.expiries} expiry(ies), {request.errors} error(s) in a row; "
@@ -160,6 +187,7 @@ def _request_text(request: RequestRow, files: list[File], data: dict[str, Any]) 
         lines.append("files:")
         lines += [
             f"  {f.name}: {f.state} {f.bytes or ''} {f.sha256 or ''} {f.last_error or ''}".rstrip()
+            + (f" (purged {f.purged_at:%Y-%m-%d %H:%M:%S})" if f.purged_at else "")
             for f in files
         ]
     return "\n".join(lines)
@@ -185,11 +213,28 @@ def _next_step(request: RequestRow, files: list[File]) -> str:
         )
     if state is State.STORED:
         return f"nothing: every file is stored under {request.storage_prefix}/"
+    if state in (State.PURGING, State.PURGED):
+        return _purge_step(state, files)
     if state is State.REJECTED:
         return "nothing: correct the queue row upstream and insert a new one"
     if state is State.DEAD:
         return "nothing until an operator runs `dsar retry ID`"
     return "nothing: cancelled (`dsar retry ID` queues it again)"
+
+
+def _purge_step(state: State, files: list[File]) -> str:
+    """Retention: how far a purge got, or that the files are gone and the rows remain."""
+    stored = [f for f in files if f.state == "stored"]
+    removed = sum(1 for f in stored if f.purged_at is not None)
+    if state is State.PURGING:
+        return (
+            f"purge under way: {removed} of {len(stored)} file(s) removed from storage; "
+            "the next tick carries on"
+        )
+    return (
+        "nothing: its files were removed from storage at the end of their retention; "
+        "the file rows below are the record of what was removed"
+    )
 
 
 def _file(f: File) -> dict[str, Any]:
@@ -202,4 +247,5 @@ def _file(f: File) -> dict[str, Any]:
         "events": f.event_count,
         "attempts": f.attempts,
         "last_error": f.last_error,
+        "purged_at": f.purged_at,
     }

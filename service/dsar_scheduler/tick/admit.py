@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from dsar_scheduler.core import schedule
 from dsar_scheduler.core.states import State
-from dsar_scheduler.core.validation import Accepted, RawQueueRow, Rejected, validate
+from dsar_scheduler.core.validation import Accepted, RawQueueRow, Rejected, check
 from dsar_scheduler.ledger.rows import Admission, QueueFloor
 from dsar_scheduler.logs import get_logger
 from dsar_scheduler.tick import limits
@@ -50,8 +50,12 @@ def admit(ctx: Context) -> None:
 def _admit_page(ctx: Context, rows: Sequence[RawQueueRow]) -> list[int]:
     """One page in one transaction (row by row if that fails); the queue ids of the rows
     that could not be written at all."""
-    today = ctx.clock.now().date()
-    verdicts = [(row, validate(row, today, ctx.settings.max_range_days)) for row in rows]
+    now, settings = ctx.clock.now(), ctx.settings
+    can_delete = bool(settings.projects)
+    verdicts = [
+        (row, check(row, now, settings.max_range_days, settings.default_regime, can_delete))
+        for row in rows
+    ]
     failed: list[int] = []
     try:
         created = ctx.ledger.queue.admit(verdicts, ctx.clock.now())

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dsar_scheduler.adapters.amplitude import AmplitudeClient
+from dsar_scheduler.adapters.amplitude import AmplitudeClient, PrivacyApi
 from dsar_scheduler.adapters.clock import Clock
 from dsar_scheduler.adapters.liveness import holder_is_gone
 from dsar_scheduler.adapters.storage import Storage, StorageError
@@ -77,6 +77,9 @@ class Context:
     storage_broken: bool = False
     #: Writes held back until the end of a chunk of calls (``batch.batch_of_calls``).
     batch: Batch | None = None
+    #: The project-key APIs (deletion, User Search, User Activity); ``None``: no project is
+    #: configured (DSAR_PROJECTS_FILE), so no deletion step runs.
+    privacy: PrivacyApi | None = None
 
     @property
     def reads(self) -> LedgerReads:

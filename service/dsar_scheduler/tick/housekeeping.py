@@ -7,13 +7,17 @@ from datetime import timedelta
 from dsar_scheduler.ledger.budget import CALL_HISTORY_NEEDED
 from dsar_scheduler.logs import get_logger
 from dsar_scheduler.tick import limits
+from dsar_scheduler.tick.audit import check_audit_chains
 from dsar_scheduler.tick.context import Context
+from dsar_scheduler.tick.records import remove_old_records
 
 log = get_logger("dsar.tick")
 
 
 def housekeeping(ctx: Context) -> None:
     prune_calls(ctx)
+    remove_old_records(ctx)  # records past DSAR_RECORD_RETENTION_DAYS
+    check_audit_chains(ctx)
     ctx.ledger.views.save_stored_totals(ctx.clock.now())
 
 

@@ -36,3 +36,16 @@ PRUNE_CHORE = "prune-api-calls"
 PRUNE_EVERY = timedelta(hours=1)
 PRUNE_BATCH = 5000
 PRUNE_BATCHES = 20
+#: Retention (``purge``): new purges are looked for at most this often (a purge under way
+#: carries on every tick); per tick at most PURGE_REQUESTS requests and PURGE_FILES file
+#: deletes, the rest left for the next tick.
+PURGE_CHORE = "purge-results"
+PURGE_EVERY = timedelta(hours=1)
+PURGE_REQUESTS = 200
+PURGE_FILES = 2000
+#: Record retention (``records``): at most this often, RECORD_BATCH records per transaction,
+#: RECORD_BATCHES transactions per tick.
+RECORD_CHORE = "remove-records"
+RECORD_EVERY = timedelta(hours=1)
+RECORD_BATCH = 200
+RECORD_BATCHES = 10

@@ -25,6 +25,10 @@ class TickReport:
     requests_stored: int = 0
     expired: int = 0
     dead: int = 0
+    #: Retention: requests purged, purge attempts that failed, records removed.
+    purged: int = 0
+    purge_failures: int = 0
+    records_removed: int = 0
     stopped_by: str | None = None
     errors: list[str] = field(default_factory=list)
     #: The planner's figures for this tick (planner policy).

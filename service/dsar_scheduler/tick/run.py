@@ -8,7 +8,7 @@ import random
 import threading
 import time
 
-from dsar_scheduler.adapters.amplitude import AmplitudeClient
+from dsar_scheduler.adapters.amplitude import AmplitudeClient, PrivacyApi
 from dsar_scheduler.adapters.clock import Clock
 from dsar_scheduler.adapters.liveness import holder_is_gone
 from dsar_scheduler.adapters.storage import Storage
@@ -19,10 +19,12 @@ from dsar_scheduler.logs import get_logger
 from dsar_scheduler.metrics import Metrics
 from dsar_scheduler.tick.admit import admit
 from dsar_scheduler.tick.context import Context, lease_ttl, outcome_limits
+from dsar_scheduler.tick.deletion import deletion_steps
 from dsar_scheduler.tick.fetch import fetch
 from dsar_scheduler.tick.housekeeping import housekeeping
 from dsar_scheduler.tick.lanes import Lanes, lanes_for
 from dsar_scheduler.tick.poll import poll
+from dsar_scheduler.tick.purge import purge
 from dsar_scheduler.tick.recover import recover, settle_unknown_calls
 from dsar_scheduler.tick.report import StopTick, TickReport
 from dsar_scheduler.tick.spend import BUDGET_FULL
@@ -45,6 +47,8 @@ def steps(ctx: Context) -> None:
     except StopTick as stop:
         ctx.report.stopped_by = str(stop)
         log.info("tick.stopped_early", reason=str(stop))
+    deletion_steps(ctx)  # deletions: resolve, send, list and verify (projects configured)
+    purge(ctx)  # 6. files past their retention removed from storage, the record kept
     housekeeping(ctx)  # old call rows pruned, the stored totals recorded
     # when the daemon should tick again before its interval, if there is work sooner
     budget_full = ctx.report.stopped_by == BUDGET_FULL
@@ -64,9 +68,11 @@ class Tick:
         stop: threading.Event | None = None,
         rng: random.Random | None = None,
         lanes: Lanes | None = None,
+        privacy: PrivacyApi | None = None,
     ) -> None:
         """``lanes``: where calls are sent (the app's, shared by its ticks); ``None``: lanes
-        of DSAR_CONCURRENCY made for this tick and closed when it ends."""
+        of DSAR_CONCURRENCY made for this tick and closed when it ends. ``privacy``: the
+        project-key APIs (``None``: no deletion steps)."""
         self._own_lanes = lanes is None
         self.ctx = Context(
             settings=settings,
@@ -81,6 +87,7 @@ class Tick:
             policy=select_policy(settings),
             limits=outcome_limits(settings),
             lanes=lanes or lanes_for(settings.concurrency),
+            privacy=privacy,
         )
 
     @property

@@ -58,11 +58,13 @@ def _start(ctx: Context, requests: Sequence[RequestRow]) -> set[int]:
 
 def _submit_one(ctx: Context, request: RequestRow, ticket: CallTicket | None) -> bool:
     """POST one request, already moved to ``submitting``."""
-    assert request.amplitude_id is not None
+    assert request.amplitude_id is not None or request.user_id is not None
     assert request.start_date is not None and request.end_date is not None
     ticket = ticket or reserve_one(ctx, "submit", request.id)
     try:
-        remote_id = ctx.client.submit(request.amplitude_id, request.start_date, request.end_date)
+        remote_id = ctx.client.submit(
+            request.amplitude_id, request.start_date, request.end_date, request.user_id
+        )
     except ApiError as err:
         failure = outcomes.on_submit_error(err, request.errors, ctx.limits, ctx.retry_delay)
         apply(ctx, request.id, SUBMITTING, failure)

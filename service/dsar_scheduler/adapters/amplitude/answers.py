@@ -69,6 +69,43 @@ def read_capped(response: httpx.Response, method: str, limit: int) -> bytes:
     return bytes(body)
 
 
+def fetch_answer(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    limit: int,
+    *,
+    redirect_ok: bool = False,
+    auth: httpx.Auth | None = None,
+    **kwargs: Any,
+) -> Answer:
+    """Send one call on ``client`` (with ``auth``, or the client's own) and read its body up
+    to ``limit`` bytes; a failure to get an answer at all is a classified ``ApiError`` that
+    names the exception's type only (its text may quote the URL, and so a subject)."""
+    try:
+        request = client.build_request(method, url, **kwargs)
+        response = client.send(
+            request, stream=True, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth
+        )
+        try:
+            content = read_capped(response, method, limit)
+        finally:
+            response.close()
+    except httpx.InvalidURL:  # our URL, or a Location httpx cannot parse
+        raise ApiError(
+            ErrorKind.UNTRUSTED_URL if redirect_ok else ErrorKind.TRANSIENT,
+            f"{method} named an unparseable URL",
+            cause="bad_url",
+        ) from None
+    except httpx.TimeoutException:
+        raise ApiError(ErrorKind.TRANSIENT, f"{method} timed out", cause="timeout") from None
+    except httpx.HTTPError as exc:
+        raise ApiError(
+            ErrorKind.TRANSIENT, f"{method} failed: {type(exc).__name__}", cause="connection"
+        ) from None
+    return Answer(response.status_code, response.headers, content, response.url)
+
+
 def raise_for_status(answer: Answer, method: str, *, redirect_ok: bool, now: datetime) -> None:
     """Classify a non-success answer as an ``ApiError``; a success returns quietly."""
     code = answer.status_code

@@ -17,8 +17,8 @@ import httpx
 from dsar_scheduler.adapters.amplitude.answers import (
     MAX_BODY_BYTES,
     Answer,
+    fetch_answer,
     raise_for_status,
-    read_capped,
 )
 from dsar_scheduler.adapters.amplitude.downloads import Download, open_download
 from dsar_scheduler.adapters.amplitude.errors import ApiError, ErrorKind
@@ -86,12 +86,17 @@ class AmplitudeClient:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def submit(self, amplitude_id: int, start: date, end: date) -> int:
-        body = {
-            "amplitudeId": amplitude_id,
-            "startDate": start.isoformat(),
-            "endDate": end.isoformat(),
-        }
+    def submit(
+        self, amplitude_id: int | None, start: date, end: date, user_id: str | None = None
+    ) -> int:
+        """POST one request for a subject named by user ID (preferred when given: it reaches
+        every Amplitude ID the user has, in every project) or by Amplitude ID."""
+        subject: dict[str, object] = (
+            {"userId": user_id} if user_id is not None else {"amplitudeId": amplitude_id}
+        )
+        if user_id is None and amplitude_id is None:
+            raise ValueError("a DSAR request needs an Amplitude ID or a user ID")
+        body = {**subject, "startDate": start.isoformat(), "endDate": end.isoformat()}
         answer = self._send("POST", self.base_url, json=body)
         payload = answer.json()
         request_id = payload.get("requestId") if isinstance(payload, dict) else None
@@ -164,25 +169,8 @@ class AmplitudeClient:
 
     def _send(self, method: str, url: str, *, redirect_ok: bool = False, **kwargs: Any) -> Answer:
         """One call with credentials; the body is read up to ``max_body_bytes`` and no more."""
-        try:
-            request = self._api.build_request(method, url, **kwargs)
-            response = self._api.send(request, stream=True)
-            try:
-                content = read_capped(response, method, self.max_body_bytes)
-            finally:
-                response.close()
-        except httpx.InvalidURL:  # our URL, or a Location httpx cannot parse
-            raise ApiError(
-                ErrorKind.UNTRUSTED_URL if redirect_ok else ErrorKind.TRANSIENT,
-                f"{method} named an unparseable URL",
-                cause="bad_url",
-            ) from None
-        except httpx.TimeoutException:
-            raise ApiError(ErrorKind.TRANSIENT, f"{method} timed out", cause="timeout") from None
-        except httpx.HTTPError as exc:
-            raise ApiError(
-                ErrorKind.TRANSIENT, f"{method} failed: {type(exc).__name__}", cause="connection"
-            ) from None
-        answer = Answer(response.status_code, response.headers, content, response.url)
+        answer = fetch_answer(
+            self._api, method, url, self.max_body_bytes, redirect_ok=redirect_ok, **kwargs
+        )
         raise_for_status(answer, method, redirect_ok=redirect_ok, now=self._now())
         return answer
