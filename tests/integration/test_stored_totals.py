@@ -4,6 +4,8 @@ what was stored past the watermark is read again. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import itertools
+import sqlite3
+import threading
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -14,6 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from dsar_scheduler.adapters.db import File, QueueRow, Request, ServiceState, make_engine
 from dsar_scheduler.core.states import State
 from dsar_scheduler.ledger import Ledger, totals
+from dsar_scheduler.runtime.migrate import upgrade
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _ids = itertools.count(1)
@@ -65,7 +68,7 @@ def counted_by_brute_force(ledger: Ledger) -> tuple[int, int, int]:
                 File.state == "stored"
             )
         ).one()
-    return int(requests or 0), int(files), int(size)
+    return int(requests or 0), int(files or 0), int(size or 0)
 
 
 def shown(ledger: Ledger, now: datetime) -> tuple[int, int, int]:
@@ -235,3 +238,41 @@ def test_a_record_written_before_purges_existed_is_read_without_a_recount(
     fresh = Ledger(ledger.sessions, budget_limit=100)
     assert shown(fresh, T0) == (1, 1, 100)
     assert seen == [(T0 - totals.LAG, None)]  # past the watermark only
+
+
+def test_the_database_lock_is_taken_before_the_totals_lock(tmp_path: Any) -> None:
+    """A scrape and a tick in one process once deadlocked on SQLite: the scrape's transaction
+    held the write lock while it waited for the totals' lock, which the tick held while it
+    waited for the write lock. Both paths now take the database's lock first: a reader
+    blocked on the totals' lock already holds the write lock, so nobody holding the totals'
+    lock can be waiting for it."""
+    url = f"sqlite:///{tmp_path}/d.db"
+    upgrade(url)
+    sessions = sessionmaker(make_engine(url), expire_on_commit=False)
+    stored = totals.StoredTotals()
+    done = threading.Event()
+
+    def scrape() -> None:
+        with sessions() as session, session.begin():
+            stored.read(session, datetime(2026, 1, 5, tzinfo=UTC))
+        done.set()
+
+    with stored._lock:  # a tick inside save(), between its two locks (before the fix)
+        reader = threading.Thread(target=scrape)
+        reader.start()
+        other = sqlite3.connect(f"{tmp_path}/d.db", timeout=0.05)
+        try:
+            for _ in range(100):  # until the reader has begun and waits on the totals' lock
+                try:
+                    other.execute("BEGIN IMMEDIATE")
+                    other.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    break  # the write lock is the reader's
+                threading.Event().wait(0.02)
+            else:
+                raise AssertionError("the reader never took the database's lock first")
+        finally:
+            other.close()
+        assert not done.is_set()
+    reader.join(timeout=10)
+    assert done.is_set()

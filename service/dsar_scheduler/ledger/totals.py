@@ -65,6 +65,10 @@ class StoredTotals:
         self._counted = Stored(0, 0, 0, 0)
 
     def read(self, session: Session, now: datetime) -> Stored:
+        # The database's lock before this one, always: on SQLite every transaction takes
+        # the write lock when it begins, and a scrape holding it while it waited here for a
+        # tick holding this lock and waiting for it would stall both (a deadlock).
+        session.connection()
         with self._lock:
             self._advance(session, now)
             return self._counted + _stored(session, self._upto, None)
@@ -72,6 +76,7 @@ class StoredTotals:
     def save(self, session: Session, now: datetime) -> None:
         """Bring the totals up to date and record them for other processes, in the caller's
         write transaction; a record with a later watermark is left as it is."""
+        session.connection()  # the database's lock first, as in ``read``
         with self._lock:
             self._advance(session, now)
             assert self._upto is not None
