@@ -55,6 +55,12 @@ def deletion_gauges(counts: DeletionCounts, now: datetime) -> Iterator[Metric]:
         "yet confirmed gone",
         value=_age(counts.oldest_unverified, now),
     )
+    yield GaugeMetricFamily(
+        "dsar_deletion_requests_after_deadline",
+        "Deletion requests whose Amplitude job (its day and the five-day backup wait) would "
+        "be done after the request's legal deadline",
+        value=counts.after_deadline,
+    )
     yield from _privacy_gauges(counts)
 
 

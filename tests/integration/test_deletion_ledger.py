@@ -10,11 +10,21 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from dsar_scheduler.adapters.db import DeletionReceipt, Event, QueueRow, Request, make_engine
+from dsar_scheduler.adapters.db import (
+    DeletionEntry,
+    DeletionReceipt,
+    Event,
+    QueueRow,
+    Request,
+    make_engine,
+)
 from dsar_scheduler.core.chain import verify_chain
 from dsar_scheduler.core.deletion import Change, Entry
+from dsar_scheduler.core.retention import RetentionPolicy
 from dsar_scheduler.core.states import State
+from dsar_scheduler.ledger.deletion_stats import DeletionStats
 from dsar_scheduler.ledger.deletions import Deletions, Receipt
+from dsar_scheduler.ledger.records import Records
 from dsar_scheduler.ledger.rows import Transition
 
 NOW = datetime(2026, 12, 5, 12, tzinfo=UTC)
@@ -156,3 +166,53 @@ def test_the_chain_covers_deletion_events(deletions: Deletions) -> None:
         ).all()
     assert len(events) == 2  # resolved; entry staging
     assert verify_chain(events, head).ok
+
+
+def test_a_job_ending_after_the_deadline_is_counted_until_extended(
+    deletions: Deletions,
+) -> None:
+    rid = new_request(deletions)
+    with deletions.sessions() as session, session.begin():
+        request = session.get(Request, rid)
+        assert request is not None
+        request.due_at = NOW + timedelta(days=14)  # the 19th; the job of the 17th ends ~22nd
+    deletions.resolved(rid, {7: {11: "search"}}, [], NOW)
+    (entry,) = deletions.claim([e.id for e in deletions.entries([Entry.PENDING])], NOW)
+    deletions.apply([Change(entry, Entry.STAGING, DAY, None, None, "job")], None, NOW)
+    stats = DeletionStats(deletions.sessions)
+    assert stats.read(NOW).after_deadline == 1
+    with deletions.sessions() as session, session.begin():
+        request = session.get(Request, rid)
+        assert request is not None
+        request.extended_until = NOW + timedelta(days=59)
+    assert stats.read(NOW).after_deadline == 0
+
+
+def test_a_deletion_record_goes_with_its_entries_and_receipts_after_retention(
+    deletions: Deletions,
+) -> None:
+    rid, other = new_request(deletions), new_request(deletions, "bob")
+    deletions.resolved(rid, {7: {11: "search"}}, [Receipt(7, "search", 200, b"{}")], NOW)
+    deletions.resolved(other, {7: {12: "search"}}, [], NOW)
+    entry = next(e.id for e in deletions.entries([Entry.PENDING]) if e.amplitude_id == 11)
+    deletions.claim([entry], NOW)
+    deletions.apply([Change(entry, Entry.INVALID, None, None, None, "unknown")], None, NOW)
+    assert state_of(deletions, rid) == "deleted"
+    records = Records(deletions.sessions)
+    policy = RetentionPolicy.from_days(30, 730)
+    assert records.removable(NOW + timedelta(days=729), policy, 10) == []
+    later = NOW + timedelta(days=731)
+    assert records.removable(later, policy, 10) == [rid]  # not the one still deleting
+    assert records.remove([rid], policy, later) == [rid]
+    with deletions.sessions() as session:
+        kept = session.get(Request, rid)
+        assert kept is not None and kept.user_id is None and kept.state == "deleted"
+        for model in (DeletionEntry, DeletionReceipt, Event):
+            count = session.scalar(
+                select(func.count()).select_from(model).where(model.request_id == rid)
+            )
+            assert count == 0, model
+        # the other request's record is untouched
+        assert session.scalar(
+            select(func.count()).select_from(DeletionEntry).where(DeletionEntry.request_id == other)
+        )

@@ -21,6 +21,7 @@ from dsar_scheduler.core.deletion import (
     cancel_plan,
     cancel_refusal,
     checks_passed,
+    lands_after,
     listing_due,
     listing_window,
     lost,
@@ -219,3 +220,16 @@ def test_progress_is_the_least_advanced_live_entry() -> None:
     assert progress({1: Entry.VERIFIED, 2: Entry.STAGING, 3: Entry.INVALID}) is Entry.STAGING
     assert progress({1: Entry.VERIFIED, 2: Entry.INVALID}) is Entry.VERIFIED
     assert progress({1: Entry.INVALID}) is Entry.INVALID
+
+
+@pytest.mark.parametrize(
+    ("job_day", "deadline", "late"),
+    [
+        # done about five days after its day: the 22nd, inside a deadline at the 22nd's end
+        (date(2026, 12, 17), datetime(2026, 12, 22, 23, 59, 59, 999999, tzinfo=UTC), False),
+        (date(2026, 12, 18), datetime(2026, 12, 22, 23, 59, 59, 999999, tzinfo=UTC), True),
+        (date(2026, 12, 17), datetime(2027, 1, 19, tzinfo=UTC), False),
+    ],
+)
+def test_a_job_landing_after_the_deadline(job_day: date, deadline: datetime, late: bool) -> None:
+    assert lands_after(job_day, deadline) is late

@@ -22,6 +22,8 @@ PROMISED = timedelta(days=30)
 LISTING_TAIL = timedelta(days=10)
 #: A staged entry can be taken out of its job until this long before the job's ``day``.
 CANCEL_CUTOFF = timedelta(days=3)
+#: A job is ``done`` about this long after its ``day`` (the scrub, then the backups cleared).
+BACKUP_WAIT = timedelta(days=5)
 #: After a verified deletion, look again for the user coming back (re-ingestion).
 RECHECKS = (timedelta(days=7), timedelta(days=30))
 
@@ -298,3 +300,10 @@ def progress(states: Mapping[int, Entry]) -> Entry | None:
     order = list(Entry)
     live = [s for s in states.values() if s not in (Entry.INVALID, Entry.CANCELLED)]
     return min(live or states.values(), key=order.index, default=None)
+
+
+def lands_after(job_day: date, deadline: datetime) -> bool:
+    """Amplitude's job, ``done`` about five days after its ``day``, would end after the
+    request's deadline (the end of its due day): the team should extend it while it can, or
+    rely on the scrub (the data no longer accessible) and say so."""
+    return job_day + BACKUP_WAIT > deadline.date()

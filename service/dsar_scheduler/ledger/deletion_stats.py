@@ -12,8 +12,9 @@ from typing import TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
+from dsar_scheduler.adapters.clock import utc
 from dsar_scheduler.adapters.db import DeletionEntry, PrivacyCall, Request
-from dsar_scheduler.core.deletion import IN_FLIGHT, PROMISED, Entry, EntryRow, overdue
+from dsar_scheduler.core.deletion import IN_FLIGHT, PROMISED, Entry, EntryRow, lands_after, overdue
 from dsar_scheduler.core.privacy_limits import HOUR
 from dsar_scheduler.core.states import State
 
@@ -35,6 +36,8 @@ class DeletionCounts:
     search_calls: dict[int, int]
     #: Privacy calls answered 429 in the last hour, by API (``deletion``, ``search``).
     rate_limited: dict[str, int]
+    #: Deletions whose latest Amplitude job would be done after their legal deadline.
+    after_deadline: int = 0
 
 
 class DeletionStats:
@@ -72,7 +75,32 @@ class DeletionStats:
                 ),
                 search_calls=_calls_by(session, PrivacyCall.project_id, now, api="search"),
                 rate_limited=_calls_by(session, PrivacyCall.api, now, status=429),
+                after_deadline=_after_deadline(session),
             )
+
+
+def _after_deadline(session: Session) -> int:
+    """Requests still deleting whose latest scheduled job (``core.deletion.lands_after``)
+    ends after their deadline, the extended one if extended."""
+    rows = session.execute(
+        select(
+            func.max(DeletionEntry.day),
+            func.coalesce(Request.extended_until, Request.due_at),
+        )
+        .join(Request, Request.id == DeletionEntry.request_id)
+        .where(
+            Request.state == State.DELETING.value,
+            Request.due_at.is_not(None),
+            DeletionEntry.day.is_not(None),
+            DeletionEntry.state.in_([s.value for s in (*IN_FLIGHT, Entry.DONE)]),
+        )
+        .group_by(Request.id, Request.extended_until, Request.due_at)
+    )
+    return sum(
+        1
+        for day, deadline in rows
+        if day is not None and deadline is not None and lands_after(day, utc(deadline))
+    )
 
 
 def _overdue(session: Session, now: datetime) -> list[int]:

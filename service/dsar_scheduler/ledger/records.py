@@ -6,8 +6,10 @@ tombstone holding no identifier: id, queue row, state, kind and a few times, wit
 saying when and why the rest went. The row itself must stay: upstream's ``dsar_queue`` row
 (which this service never changes) still exists, and admission takes every queue row without
 a ledger row as new, so deleting it would export the subject again at the next full sweep of
-the queue. The tombstone also keeps the stored totals the metrics count from. Rows of
-``dsar_api_calls`` hold no personal data and go with DSAR_CALL_RETENTION_DAYS.
+the queue. The tombstone also keeps the stored totals the metrics count from. A deletion's
+entries and receipts go with its record (CCPA §7101's 24 months of records cover them; the
+re-ingestion checks end 30 days after the erasure). Rows of ``dsar_api_calls`` hold no
+personal data and go with DSAR_CALL_RETENTION_DAYS.
 """
 
 from __future__ import annotations
@@ -20,13 +22,22 @@ from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from dsar_scheduler.adapters.db import Event, File, Request, ServiceState, write_transaction
-from dsar_scheduler.core.retention import ACCESS, RetentionPolicy, record_removed_reason
+from dsar_scheduler.adapters.db import (
+    DeletionEntry,
+    DeletionReceipt,
+    Event,
+    File,
+    Request,
+    ServiceState,
+    write_transaction,
+)
+from dsar_scheduler.core.retention import RetentionPolicy, record_removed_reason
 from dsar_scheduler.core.states import State
 from dsar_scheduler.ledger.purge_targets import note_key
 
-#: Requests that ended without an export kept in storage (their files, if any, purged first).
-_ENDED = [State.REJECTED, State.DEAD, State.CANCELLED]
+#: Requests that ended without an export kept in storage (their files, if any, purged first):
+#: a deletion's end is its verified erasure (its receipts and entries go with the record).
+_ENDED = [State.REJECTED, State.DEAD, State.CANCELLED, State.DELETED]
 #: Every column of a tombstone that could say who or what the request was about.
 _FORGOTTEN: dict[str, Any] = dict.fromkeys(
     (
@@ -90,8 +101,8 @@ class Records:
             due = [i for i in due if session.get(ServiceState, note_key(i)) is None]
             if not due:
                 return []
-            session.execute(delete(Event).where(Event.request_id.in_(due)))
-            session.execute(delete(File).where(File.request_id.in_(due)))
+            for model in (Event, File, DeletionEntry, DeletionReceipt):
+                session.execute(delete(model).where(model.request_id.in_(due)))
             session.execute(
                 update(Request)
                 .where(Request.id.in_(due))
@@ -101,9 +112,9 @@ class Records:
 
 
 def _removable(now: datetime, policy: RetentionPolicy) -> ColumnElement[bool] | None:
-    """Access requests that ended before the record cutoff and still have their history:
-    purged (a tombstone's ``purged_at`` is cleared, so it leaves that index), or ended without
-    an export and with no file left in storage."""
+    """Requests that ended before the record cutoff and still have their history: purged (a
+    tombstone's ``purged_at`` is cleared, so it leaves that index), or ended without an
+    export and with no file left in storage (a deletion: erased and verified)."""
     cutoff = policy.record_cutoff(now)
     if cutoff is None:
         return None
@@ -113,4 +124,4 @@ def _removable(now: datetime, policy: RetentionPolicy) -> ColumnElement[bool] | 
     )
     purged = and_(Request.state == State.PURGED, Request.purged_at <= cutoff)
     ended = and_(Request.state.in_(_ENDED), Request.updated_at <= cutoff, has_history, ~files_left)
-    return and_(Request.request_type == ACCESS, or_(purged, ended))
+    return or_(purged, ended)
