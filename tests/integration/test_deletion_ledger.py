@@ -22,6 +22,7 @@ from dsar_scheduler.core.chain import verify_chain
 from dsar_scheduler.core.deletion import Change, Entry
 from dsar_scheduler.core.retention import RetentionPolicy
 from dsar_scheduler.core.states import State
+from dsar_scheduler.ledger.deadlines import Deadlines
 from dsar_scheduler.ledger.deletion_stats import DeletionStats
 from dsar_scheduler.ledger.deletions import Deletions, Receipt
 from dsar_scheduler.ledger.records import Records
@@ -216,3 +217,24 @@ def test_a_deletion_record_goes_with_its_entries_and_receipts_after_retention(
         assert session.scalar(
             select(func.count()).select_from(DeletionEntry).where(DeletionEntry.request_id == other)
         )
+
+
+def test_an_export_with_its_deletion_is_open_until_the_deletion_ends(
+    deletions: Deletions,
+) -> None:
+    """Its export stored, its deletion running: still to answer, so still counted open
+    (and missed once past its deadline), and its deadline may still be extended."""
+    rid = new_request(deletions)
+    with deletions.sessions() as session, session.begin():
+        request = session.get(Request, rid)
+        assert request is not None
+        request.request_type, request.regime = "access_and_deletion", "ccpa"
+        request.received_at, request.stored_at = NOW - timedelta(days=10), NOW
+        request.due_at = NOW + timedelta(days=35)
+    deletions.resolved(rid, {7: {11: "search"}}, [], NOW)
+    deadlines = Deadlines(deletions.sessions)
+    (ccpa,) = [c for c in deadlines.open_counts(NOW) if c.regime == "ccpa"]
+    assert ccpa.open == 1 and ccpa.missed == 0
+    (ccpa,) = [c for c in deadlines.open_counts(NOW + timedelta(days=36)) if c.regime == "ccpa"]
+    assert ccpa.missed == 1
+    assert not isinstance(deadlines.extend(rid, "the job runs late", NOW), str)

@@ -32,11 +32,12 @@ URGENCY = DEADLINE_IN_FORCE.asc().nulls_last()
 #: up by the service, not by the privacy team: its deadline still runs). By state, so the
 #: reads follow the state index over the few open requests, not the whole history.
 OPEN_STATES = sorted(s.value for s in State if s not in FINAL or s is State.DEAD)
-#: Requests still to answer that have a deadline: open, and their export not stored.
+#: Requests still to answer that have a deadline: open, and their export not stored (an
+#: export asked with its deletion is answered only once the deletion is done too).
 _OPEN_WITH_DEADLINE = (
     Request.state.in_(OPEN_STATES),
     Request.due_at.is_not(None),
-    Request.stored_at.is_(None),
+    or_(Request.stored_at.is_(None), Request.request_type != "access"),
 )
 #: Why a request that is not open (``OPEN_STATES``, not stored) is not extended.
 NOT_OPEN = {
@@ -83,7 +84,8 @@ class Deadlines:
             if request is None:
                 return f"no request {request_id}"
             state = State(request.state)
-            if state not in OPEN_STATES or request.stored_at is not None:
+            answered = request.stored_at is not None and request.request_type == "access"
+            if state not in OPEN_STATES or answered:
                 why = NOT_OPEN.get(state, f"is {state.value}: answered")
                 return f"request {request_id} {why}"
             deadline = deadline_of(request)
