@@ -233,3 +233,10 @@ def test_progress_is_the_least_advanced_live_entry() -> None:
 )
 def test_a_job_landing_after_the_deadline(job_day: date, deadline: datetime, late: bool) -> None:
     assert lands_after(job_day, deadline) is late
+
+
+def test_the_listing_window_is_one_the_client_sends() -> None:
+    """The rule's widest window is within the client's guard, which refuses a wider one."""
+    from dsar_scheduler.adapters.amplitude.privacy import MAX_LISTING_DAYS
+
+    assert MAX_LISTING_WINDOW <= timedelta(days=MAX_LISTING_DAYS)

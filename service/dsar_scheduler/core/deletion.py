@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-#: Amplitude's limits: IDs per POST; the widest listing window it answers.
+#: Amplitude's limits: IDs per POST; the widest listing window it answers ("max 6 months":
+#: 180 days is inside six months whichever months they are).
 MAX_IDS_PER_CALL = 100
-MAX_LISTING_WINDOW = timedelta(days=182)
+MAX_LISTING_WINDOW = timedelta(days=180)
 #: "within 30 days after receiving the request" (the User Privacy API's promise).
 PROMISED = timedelta(days=30)
 #: A job past ``day`` is listed this long after it, for its scrub and ``done`` (5 days after).

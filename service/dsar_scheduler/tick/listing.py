@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from dsar_scheduler.adapters.amplitude import ApiError
-from dsar_scheduler.adapters.amplitude.privacy import MAX_LISTING_DAYS
 from dsar_scheduler.core.deletion import (
     IN_FLIGHT,
     Entry,
@@ -73,7 +72,7 @@ def _reconcile(ctx: Context, project: int, flying: Sequence[EntryRow]) -> None:
     now = ctx.clock.now()
     window = listing_window(flying, now.date())
     assert window is not None  # entries in flight have one
-    start, end = window[0], min(window[1], window[0] + timedelta(days=MAX_LISTING_DAYS))
+    start, end = window
     api = privacy(ctx)
     answer = privacy_call(
         ctx, "deletion", project, partial(api.list_deletions, project, start, end)
