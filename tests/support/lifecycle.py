@@ -70,7 +70,7 @@ def finish(ledger: Ledger, clock: FakeClock, request_id: int, remote_id: int) ->
         fetch = ledger.budget.reserve_many("fetch", 1, clock.now(), [request_id])[0]
         digest = hashlib.sha256(body).hexdigest()
         ledger.record_chunk(
-            clock.now(), [(fetch, "ok", 302)], [], [(file.id, len(body), digest, 3)]
+            clock.now(), [(fetch, "ok", 302)], [], [(file.id, len(body), digest, 3, "")]
         )
         if file.output_index == 0:
             moved = ledger.requests.move(

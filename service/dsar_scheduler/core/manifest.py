@@ -8,6 +8,7 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from dsar_scheduler import __version__
+from dsar_scheduler.core.coverage import decode_ids
 
 MANIFEST_NAME = "manifest.json"
 
@@ -19,7 +20,7 @@ class StoredRequest(Protocol):
     @property
     def id(self) -> int: ...
     @property
-    def queue_id(self) -> int: ...
+    def queue_id(self) -> int | None: ...
     @property
     def external_ref(self) -> str | None: ...
     @property
@@ -55,6 +56,8 @@ class StoredFile(Protocol):
     def sha256(self) -> str | None: ...
     @property
     def event_count(self) -> int | None: ...
+    @property
+    def amplitude_ids(self) -> str | None: ...
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -69,11 +72,23 @@ def _subject(request: StoredRequest) -> dict[str, Any]:
     return subject
 
 
+def _file_ids(text: str | None) -> dict[str, Any]:
+    """A file's distinct Amplitude IDs, as counted when it was verified (if they were)."""
+    ids = decode_ids(text)
+    if ids is None:
+        return {}
+    return {"amplitude_ids": sorted(ids.ids), "amplitude_ids_complete": not ids.capped}
+
+
 def build_manifest(
-    request: StoredRequest, files: Sequence[StoredFile], stored_at: datetime
+    request: StoredRequest,
+    files: Sequence[StoredFile],
+    stored_at: datetime,
+    coverage: dict[str, Any] | None = None,
 ) -> bytes:
-    """The manifest's bytes: the request, its date range, every stored file with its checksum
-    and event count, and the totals an auditor checks the files against."""
+    """The manifest's bytes: the request, its date range, every stored file with its checksum,
+    event count and Amplitude IDs, the totals an auditor checks the files against, and the
+    coverage check (``core.coverage.section``)."""
     body: dict[str, Any] = {
         "manifest_version": 1,
         "generator": f"dsar-scheduler {__version__}",
@@ -98,6 +113,7 @@ def build_manifest(
                 "bytes": f.bytes,
                 "sha256": f.sha256,
                 "event_count": f.event_count,
+                **_file_ids(f.amplitude_ids),
                 "format": "gzip, JSON lines, one event per line",
             }
             for f in files
@@ -105,4 +121,6 @@ def build_manifest(
         "total_events": sum(f.event_count or 0 for f in files),
         "total_bytes": sum(f.bytes or 0 for f in files),
     }
+    if coverage is not None:
+        body["coverage"] = coverage
     return (json.dumps(body, indent=2, sort_keys=False) + "\n").encode()

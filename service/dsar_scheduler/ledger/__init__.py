@@ -16,6 +16,8 @@ One part per thing it keeps, each over the same sessions:
   ``deletion_stats``: what the deletion gauges show;
 - ``retention``: the purge of files past their retention, ``dsar delivered``, the backlog;
 - ``records``: records past their retention cut down to tombstones.
+- ``supplements``: the coverage check of an access request by user ID (the IDs resolved for
+  the user, a supplementary request per ID its export missed).
 
 Everything handed out is a frozen row (``rows``); every committed state change goes to one
 listener (``on_transitions``), whichever part made it.
@@ -52,6 +54,7 @@ from dsar_scheduler.ledger.rows import (
     Transition,
     TransitionListener,
 )
+from dsar_scheduler.ledger.supplements import Supplements
 from dsar_scheduler.ledger.views import Views
 
 __all__ = ["Ledger"]
@@ -83,6 +86,7 @@ class Ledger:
         self.rechecks = Rechecks(sessions, self._notify)
         self.cancels = Cancels(sessions, self._notify)
         self.deletion_stats = DeletionStats(sessions)
+        self.supplements = Supplements(sessions, self._notify)
 
     def record_chunk(
         self,
@@ -94,9 +98,10 @@ class Ledger:
     ) -> None:
         """One transaction for a chunk of calls (``chunk``): each call's outcome; ``running``
         (request id, polls, next poll) were seen still running now; ``stored`` (file id,
-        bytes, sha256, events) were stored and verified; ``submitted`` were accepted by
-        Amplitude (each moved from ``submitting`` by compare-and-set, with its audit event).
-        It writes to the calls, the requests and the files at once, so it is the ledger's."""
+        bytes, sha256, events, Amplitude IDs) were stored and verified; ``submitted`` were
+        accepted by Amplitude (each moved from ``submitting`` by compare-and-set, with its
+        audit event). It writes to the calls, the requests and the files at once, so it is
+        the ledger's."""
         record_chunk(self.sessions, self._notify, now, calls, running, stored, submitted)
 
     def _notify(self, transitions: Sequence[Transition]) -> None:

@@ -156,7 +156,7 @@ def _stored_files(session: Session, stored: Sequence[StoredFile], now: datetime)
         session,
         File,
         [
-            {"id": file_id, **stored_values(size, sha256, events, now)}
-            for file_id, size, sha256, events in stored
+            {"id": file_id, **stored_values(size, sha256, events, ids, now)}
+            for file_id, size, sha256, events, ids in stored
         ],
     )

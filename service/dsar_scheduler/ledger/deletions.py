@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from dsar_scheduler.adapters.db import (
     DeletionEntry,
@@ -26,6 +26,7 @@ from dsar_scheduler.adapters.db import (
 )
 from dsar_scheduler.core.deletion import SETTLED, Change, Entry, EntryRow
 from dsar_scheduler.core.states import State
+from dsar_scheduler.ledger import supplements
 from dsar_scheduler.ledger.events import append_event
 from dsar_scheduler.ledger.requests import move_in
 from dsar_scheduler.ledger.rows import Transition, TransitionListener
@@ -73,11 +74,16 @@ class Deletions:
     def start_after_export(self, limit: int, now: datetime) -> int:
         """``access_and_deletion`` requests whose export is stored go on to their deletion
         (the export first, as the subject asked for both); how many moved."""
+        child = aliased(Request)
+        exporting = exists().where(  # a supplementary export still to store comes first
+            child.parent_id == Request.id, child.state.in_(supplements.BEFORE_STORED)
+        )
         query = (
             select(Request.id)
             .where(
                 Request.state == State.STORED.value,
                 Request.request_type == "access_and_deletion",
+                ~exporting,
             )
             .order_by(Request.id)
             .limit(limit)

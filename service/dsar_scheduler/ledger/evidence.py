@@ -95,7 +95,7 @@ def read_evidence(sessions: sessionmaker[Session], request_id: int) -> EvidenceR
         chain = read_chains(session, [request_id])[request_id]
         return EvidenceRecords(
             request=request,
-            as_requested=_queue_row(session, int(request["queue_id"])),
+            as_requested=_queue_row(session, request["queue_id"]),
             deadline=session.execute(
                 text("SELECT deadline FROM dsar_queue_status WHERE request_id = :r"),
                 {"r": request_id},
@@ -125,7 +125,10 @@ def _rows(session: Session, model: Any, names: tuple[str, ...], where: Any) -> l
     return [dict(zip(names, row, strict=True)) for row in session.execute(query)]
 
 
-def _queue_row(session: Session, queue_id: int) -> dict[str, str | None] | None:
+def _queue_row(session: Session, queue_id: int | None) -> dict[str, str | None] | None:
+    """The queue row as upstream wrote it (``None``: a supplementary request has none)."""
+    if queue_id is None:
+        return None
     columns = [cast(getattr(QueueRow, name), String) for name in QUEUE_FIELDS]
     row = session.execute(select(*columns).where(QueueRow.id == queue_id)).first()
     return None if row is None else dict(zip(QUEUE_FIELDS, row, strict=True))

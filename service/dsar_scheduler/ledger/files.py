@@ -140,14 +140,14 @@ class Files:
         return [FileRow(*row) for row in rows]
 
     def record_stored(
-        self, file_id: int, size: int, sha256: str, events: int, now: datetime
+        self, file_id: int, size: int, sha256: str, events: int, ids: str, now: datetime
     ) -> None:
-        """A file stored and verified."""
+        """A file stored and verified (``ids``: its Amplitude IDs, ``core.coverage``)."""
         with write_transaction(self.sessions) as session:
             session.execute(
                 update(File)
                 .where(File.id == file_id)
-                .values(**stored_values(size, sha256, events, now))
+                .values(**stored_values(size, sha256, events, ids, now))
             )
 
     def record_failure(self, file_id: int, error: str, retry_at: datetime | None) -> int:
@@ -243,13 +243,16 @@ def _listed(
     ]
 
 
-def stored_values(size: int, sha256: str, events: int, now: datetime) -> dict[str, object]:
+def stored_values(
+    size: int, sha256: str, events: int, ids: str, now: datetime
+) -> dict[str, object]:
     """The columns of a file stored and verified."""
     return {
         "state": "stored",
         "bytes": size,
         "sha256": sha256,
         "event_count": events,
+        "amplitude_ids": ids,
         "stored_at": now,
         "last_error": None,
         "next_attempt_at": None,

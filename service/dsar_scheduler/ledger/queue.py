@@ -196,7 +196,8 @@ def _refs_taken(session: Session, refs: Collection[str]) -> dict[str, int]:
             column_in(session, Request.external_ref, refs), Request.state != State.REJECTED
         )
     )
-    return {ref: queue_id for ref, queue_id in rows if ref is not None}
+    # (a supplementary request has no queue row, nor a ref of its own)
+    return {ref: q for ref, q in rows if ref is not None and q is not None}
 
 
 def _insert(session: Session, new: Sequence[NewRequest], now: datetime) -> list[int]:

@@ -62,6 +62,7 @@ _FORGOTTEN: dict[str, Any] = dict.fromkeys(
         "delivered_at",
         "purged_at",
         "chain_head",
+        "expected_ids",
     )
 )
 

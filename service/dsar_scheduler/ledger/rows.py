@@ -17,7 +17,7 @@ class RequestRow:
     """One row of ``dsar_requests`` (``adapters.db.Request``), as it was when read."""
 
     id: int
-    queue_id: int
+    queue_id: int | None  # None: a supplementary request (``parent_id``)
     external_ref: str | None
     amplitude_id: int | None
     start_date: date | None
@@ -54,6 +54,10 @@ class RequestRow:
     user_id: str | None = None
     #: The hash of the request's last audit event (``ledger.events``).
     chain_head: str | None = None
+    #: Access by user ID: the Amplitude IDs resolved for the user (``core.coverage``).
+    expected_ids: str | None = None
+    #: A supplementary request: the request whose export missed its Amplitude ID.
+    parent_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,8 @@ class FileRow:
     stored_at: datetime | None
     #: Its bytes were removed from storage (retention); the row stays as the record.
     purged_at: datetime | None = None
+    #: The distinct ``amplitude_id``s of its events (``core.coverage.encode_ids``).
+    amplitude_ids: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +128,8 @@ class CallTicket:
 CallOutcome = tuple[CallTicket, str, int | None]
 #: A poll that found the job still running: (request id, polls so far, next poll).
 StillRunning = tuple[int, int, datetime]
-#: A file stored and verified: (file id, bytes, sha256, events).
-StoredFile = tuple[int, int, str, int]
+#: A file stored and verified: (file id, bytes, sha256, events, its Amplitude IDs encoded).
+StoredFile = tuple[int, int, str, int, str]
 
 
 class PollCandidate(NamedTuple):

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from dsar_scheduler.adapters.verify import VerifiedFile
+from dsar_scheduler.core.coverage import encode_ids
 from dsar_scheduler.ledger.rows import CallTicket, Submitted
 from dsar_scheduler.tick import limits
 from dsar_scheduler.tick.context import Batch, Context
@@ -66,12 +67,13 @@ def record_running(
 
 
 def record_stored(ctx: Context, file_id: int, stored: VerifiedFile, now: datetime) -> None:
-    """A file stored and verified."""
+    """A file stored and verified, with the Amplitude IDs its events carry."""
+    ids = encode_ids(stored.amplitude_ids, stored.ids_capped)
     if ctx.batch is not None:
-        ctx.batch.stored.append((file_id, stored.bytes, stored.sha256, stored.event_count))
+        ctx.batch.stored.append((file_id, stored.bytes, stored.sha256, stored.event_count, ids))
     else:
         ctx.ledger.files.record_stored(
-            file_id, stored.bytes, stored.sha256, stored.event_count, now
+            file_id, stored.bytes, stored.sha256, stored.event_count, ids, now
         )
 
 

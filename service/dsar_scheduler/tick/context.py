@@ -28,6 +28,7 @@ from dsar_scheduler.ledger.rows import (
     FileRow,
     PollCandidate,
     RequestRow,
+    StoredFile,
     Submitted,
 )
 from dsar_scheduler.logs import get_logger
@@ -46,8 +47,8 @@ class Batch:
     calls: list[tuple[CallTicket, str, int | None]] = field(default_factory=list)
     #: Polls that found the job still running: (request id, polls so far, next poll).
     running: list[tuple[int, int, datetime]] = field(default_factory=list)
-    #: Files stored and verified: (file id, bytes, sha256, events).
-    stored: list[tuple[int, int, str, int]] = field(default_factory=list)
+    #: Files stored and verified: (file id, bytes, sha256, events, Amplitude IDs).
+    stored: list[StoredFile] = field(default_factory=list)
     #: POSTs accepted, their remote ids still to record.
     submitted: list[Submitted] = field(default_factory=list)
 

@@ -71,7 +71,7 @@ def _resolve_one(ctx: Context, target: Target, projects: Sequence[int]) -> None:
         reason = "held for review: the request names no subject (no user ID, no Amplitude ID)"
         ctx.ledger.deletions.hold(target.request_id, reason, [], ctx.clock.now())
         return
-    searched = [_search(ctx, target.request_id, project, subject) for project in projects]
+    searched = [search_subject(ctx, target.request_id, project, subject) for project in projects]
     receipts = [s.receipt for s in searched]
     resolution = resolve(
         subject,
@@ -94,7 +94,7 @@ def _resolve_one(ctx: Context, target: Target, projects: Sequence[int]) -> None:
         )
 
 
-def _search(ctx: Context, request_id: int, project: int, subject: Subject) -> Searched:
+def search_subject(ctx: Context, request_id: int, project: int, subject: Subject) -> Searched:
     """User Search in one project; User Activity for each exact match (merged IDs)."""
     api = privacy(ctx)
     term = subject.search_term()

@@ -19,6 +19,7 @@ from dsar_scheduler.logs import get_logger
 from dsar_scheduler.metrics import Metrics
 from dsar_scheduler.tick.admit import admit
 from dsar_scheduler.tick.context import Context, lease_ttl, outcome_limits
+from dsar_scheduler.tick.coverage import resolve_expected
 from dsar_scheduler.tick.deletion import deletion_steps
 from dsar_scheduler.tick.fetch import fetch
 from dsar_scheduler.tick.housekeeping import housekeeping
@@ -48,6 +49,7 @@ def steps(ctx: Context) -> None:
         ctx.report.stopped_by = str(stop)
         log.info("tick.stopped_early", reason=str(stop))
     deletion_steps(ctx)  # deletions: resolve, send, list and verify (projects configured)
+    resolve_expected(ctx)  # access by user ID: the user's Amplitude IDs, for the coverage
     purge(ctx)  # 6. files past their retention removed from storage, the record kept
     housekeeping(ctx)  # old call rows pruned, the stored totals recorded
     # when the daemon should tick again before its interval, if there is work sooner

@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 from dsar_scheduler.adapters.storage import StorageError
+from dsar_scheduler.core.coverage import section
 from dsar_scheduler.core.manifest import MANIFEST_NAME, build_manifest
 from dsar_scheduler.core.states import State
 from dsar_scheduler.ledger.rows import RequestRow
 from dsar_scheduler.logs import get_logger
 from dsar_scheduler.tick.context import Context, storage_failed
+from dsar_scheduler.tick.coverage import check
 
 log = get_logger("dsar.tick")
 
@@ -20,9 +22,10 @@ def default_prefix(request_id: int) -> str:
 
 
 def store_if_complete(ctx: Context, request: RequestRow) -> None:
-    """Every file stored: write the manifest, then move to ``stored`` by compare-and-set.
-    A ``dsar cancel`` that commits first wins: the manifest is deleted again and the
-    request stays cancelled."""
+    """Every file stored: the coverage check (``tick.coverage``: supplementary requests for
+    Amplitude IDs the export missed, made once), the manifest, then the move to ``stored``
+    by compare-and-set. A ``dsar cancel`` that commits first wins: the manifest is deleted
+    again and the request stays cancelled."""
     files = ctx.ledger.files.of(request.id, request.remote_request_id)
     if any(f.state != "stored" for f in files):
         return
@@ -33,7 +36,8 @@ def store_if_complete(ctx: Context, request: RequestRow) -> None:
     if not ctx.ledger.files.begin_store(request.id, manifest_key, now):
         return  # cancelled before its manifest was written: nothing to undo
     try:
-        manifest = build_manifest(request, files, now)
+        result, supplements = check(ctx, request, files, now)
+        manifest = build_manifest(request, files, now, section(result, supplements))
         ctx.storage.put_bytes(manifest_key, manifest)
         for stale in set(ctx.storage.list(prefix)) - current:
             ctx.storage.delete(stale)  # files of an earlier, superseded remote request

@@ -93,7 +93,8 @@ class Request(Base):
     __tablename__ = "dsar_requests"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    queue_id: Mapped[int] = mapped_column(ForeignKey("dsar_queue.id"), unique=True)
+    #: ``None`` only for a supplementary request (``parent_id``), which has no queue row.
+    queue_id: Mapped[int | None] = mapped_column(ForeignKey("dsar_queue.id"), unique=True)
     external_ref: Mapped[str | None] = mapped_column(String(255))
     amplitude_id: Mapped[int | None] = mapped_column(BigInteger)
     start_date: Mapped[date | None] = mapped_column(Date)
@@ -133,9 +134,16 @@ class Request(Base):
     #: The hash of this request's last audit event: the chain's end, so that removing the
     #: last event is seen too.
     chain_head: Mapped[str | None] = mapped_column(String(64))
+    #: An access request by user ID: the Amplitude IDs resolved for the user, comma-separated
+    #: (``core.coverage``; empty: found in no project; ``None``: not resolved).
+    expected_ids: Mapped[str | None] = mapped_column(Text)
+    #: A supplementary request: the request whose export missed its Amplitude ID.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("dsar_requests.id"))
 
     __table_args__ = (
         Index("ix_dsar_requests_state_next", "state", "next_action_at"),
+        # one supplementary request per parent and missing Amplitude ID (NULLs never clash)
+        Index("uq_dsar_requests_parent_amplitude", "parent_id", "amplitude_id", unique=True),
         # deadlines: the open requests nearest to theirs; retention: the purged ones
         sparse_index("ix_dsar_requests_due_at", "due_at"),
         sparse_index("ix_dsar_requests_purged_at", "purged_at"),
@@ -169,6 +177,8 @@ class File(Base):
     stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The bytes were removed from storage; the row stays as the record of what was removed.
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The distinct ``amplitude_id``s of its events, comma-separated (``core.coverage``).
+    amplitude_ids: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("request_id", "remote_request_id", "output_index"),

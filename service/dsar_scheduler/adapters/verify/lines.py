@@ -3,7 +3,8 @@
 Lines are parsed a slice at a time with the ``json`` module's own scanner; a line that
 scanner does not accept outright is judged by the plain one-line path (``_line``), so what
 is accepted, and the message of what is not, do not depend on how the text was sliced.
-Only the unfinished last line is kept between slices.
+Only the unfinished last line is kept between slices. The distinct ``amplitude_id``s of the
+events are collected on the way (bounded), for the coverage check of an export by user ID.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from dsar_scheduler.adapters.verify.result import fail
 #: Longest line accepted. The largest event Amplitude's SDKs send is about 8 MiB (1,000
 #: properties of at most 4 KiB, twice); checking a line holds a few copies of it in memory.
 MAX_LINE_BYTES = 16 * MIB
+#: Most distinct ``amplitude_id``s collected per file: one subject's export holds a handful;
+#: past this the file is not one subject's, and the set is marked incomplete.
+MAX_IDS = 1000
 
 _BLANK = re.compile(rb"[ \t\n\r\x0b\x0c]*")  # what bytes.strip() removes: a blank line
 _JSON_SPACE = " \t\r"  # JSON whitespace, less the newline that ends a line
@@ -34,12 +38,15 @@ def _size(n: int) -> str:
 
 
 class JsonLinesChecker:
-    """Counts the events in the text fed to ``text``; raises ``VerificationError`` at the
-    first line that is not blank and not one JSON object."""
+    """Counts the events in the text fed to ``text`` and collects their distinct integer
+    ``amplitude_id``s (at most ``MAX_IDS``; ``ids_capped`` past that); raises
+    ``VerificationError`` at the first line that is not blank and not one JSON object."""
 
     def __init__(self, max_line_bytes: int) -> None:
         self.max_line_bytes = max_line_bytes
         self.events = 0
+        self.amplitude_ids: set[int] = set()
+        self.ids_capped = False
         self._line_no = 0  # physical lines completed so far, blank ones included
         self._partial = bytearray()  # the unfinished last line
 
@@ -100,7 +107,7 @@ class JsonLinesChecker:
             self._line(data[bad:end])  # raises: the line is not UTF-8
             self._lines(data[end + 1 :])
             return
-        scan, find = _scan, text.find
+        scan, find, ids = _scan, text.find, self.amplitude_ids
         first_line, events = self._line_no, 0
         pos, lines, size = 0, 0, len(text)
         while pos < size:
@@ -113,6 +120,9 @@ class JsonLinesChecker:
                 end == newline or (end < newline and not text[end:newline].strip(_JSON_SPACE))
             ):
                 events += 1
+                subject = value.get("amplitude_id")
+                if type(subject) is int and subject not in ids:
+                    self._new_id(subject)
             else:
                 self._line_no, self.events = first_line + lines, self.events + events
                 events = 0
@@ -151,3 +161,13 @@ class JsonLinesChecker:
         if not isinstance(value, dict):
             fail(f"line {self._line_no} is not a JSON object")
         self.events += 1
+        subject = value.get("amplitude_id")
+        if type(subject) is int and subject not in self.amplitude_ids:
+            self._new_id(subject)
+
+    def _new_id(self, amplitude_id: int) -> None:
+        """An ``amplitude_id`` not seen before in the file, kept while there is room."""
+        if len(self.amplitude_ids) < MAX_IDS:
+            self.amplitude_ids.add(amplitude_id)
+        else:
+            self.ids_capped = True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 
@@ -13,6 +13,10 @@ class VerifiedFile:
     bytes: int  # bytes of the gzip stream as stored (never re-encoded)
     sha256: str  # hex digest of those bytes
     event_count: int  # JSON lines (events) inside
+    #: The events' distinct integer ``amplitude_id``s (at most ``lines.MAX_IDS``), and
+    #: whether there were more than that (the set is then incomplete).
+    amplitude_ids: frozenset[int] = field(default_factory=frozenset)
+    ids_capped: bool = False
 
 
 class VerificationError(Exception):

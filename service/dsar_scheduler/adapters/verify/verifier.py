@@ -129,8 +129,13 @@ class GzipJsonLinesVerifier:
         if self._inflater.in_member:
             fail(f"gzip stream truncated (ended after {self._bytes} bytes)")
         self._checker.end()
+        checker = self._checker
         return VerifiedFile(
-            bytes=self._bytes, sha256=self._hash.hexdigest(), event_count=self._checker.events
+            bytes=self._bytes,
+            sha256=self._hash.hexdigest(),
+            event_count=checker.events,
+            amplitude_ids=frozenset(checker.amplitude_ids),
+            ids_capped=checker.ids_capped,
         )
 
     # -- internals: the pipeline (caller's thread) ----------------------------------------
