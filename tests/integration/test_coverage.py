@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from dsar_scheduler.adapters.clock import FakeClock
 from dsar_scheduler.adapters.db import Request
@@ -91,6 +91,15 @@ def test_ids_the_export_missed_are_asked_for_alone(
             h.clock.advance(timedelta(hours=6))
             h.tick()
         assert len(requests(h)) == 1 + len(merged)
+        # the request is answered when its last supplement is stored: the deadline's view
+        with h.app.sessions() as session:
+            deadline = session.execute(text("SELECT deadline FROM dsar_queue_status")).scalar()
+            session.execute(
+                text("UPDATE dsar_requests SET stored_at = NULL WHERE id = :c"),
+                {"c": children[0].id},
+            )
+            reopened = session.execute(text("SELECT deadline FROM dsar_queue_status")).scalar()
+        assert (deadline, reopened) == ("met", "open")
 
 
 def test_an_export_that_holds_every_id_asks_for_nothing_more(
