@@ -58,7 +58,9 @@ def test_a_short_run_finishes_with_consistent_figures() -> None:
     # calls and downloads took virtual time, and no tick came near its interval
     assert f["downloads"] == 6 * f["users_stored"] and f["nominal_gb_downloaded"] > 0
     assert 0 < f["tick_seconds_max"] < 1800 and f["ticks_overrunning"] == 0
-    assert f["no_429"] and f["deadline"] == "n/a"
+    assert f["no_429"] and f["deadlines_missed"] == 0
+    assert f["deadline"] == f"0 of {result.deadlines} requests missed their deadline"
+    assert result.deadlines > 0  # each request admitted with its regime's deadline
     text = table(result)
     assert "users per hour" in text and "assumptions:" in text and "file size:" in text
 

@@ -62,6 +62,7 @@ def collect(
     users = sum(1 for r in stored_rows if r.stored_at and r.stored_at >= steady_from)
     steady_cost = sum(ledger.steady_cost_by_kind.values())
     limit = app.settings.budget_limit
+    deadlines, missed = app.ledger.deadlines.misses(stop_at)
     return Result(
         workload=w,
         users_per_hour=users / steady_hours * w.scale,
@@ -93,6 +94,8 @@ def collect(
         api_calls=transport.requests,
         wall_seconds=time.monotonic() - began,
         samples=trace.samples,
+        deadlines=deadlines,
+        deadlines_missed=missed,
     )
 
 

@@ -57,6 +57,10 @@ class Result:
     api_calls: int
     wall_seconds: float
     samples: list[Sample] = field(default_factory=list)
+    #: Requests with a legal deadline at the end of the run, and those that missed it
+    #: (answered late, or still open past it).
+    deadlines: int = 0
+    deadlines_missed: int = 0
 
     def figures(self) -> dict[str, Any]:
         """The figures as one JSON-able object (``dsar simulate --json``)."""
@@ -96,7 +100,11 @@ class Result:
             "lane_busy_share": round(
                 self.lane_seconds / (self.workload.concurrency * self.workload.hours * 3600), 4
             ),
-            "deadline": "n/a",
+            "deadline": (
+                f"{self.deadlines_missed} of {self.deadlines} requests missed their deadline"
+                + ("" if self.workload.scale == 1 else f" (x{self.workload.scale:g} users)")
+            ),
+            "deadlines_missed": self.deadlines_missed,
             "api_calls": self.api_calls,
             "wall_seconds": round(self.wall_seconds, 1),
             "budget_series": [[round(s.hours, 3), s.cost_in_window] for s in self.samples],
