@@ -59,13 +59,21 @@ def main() -> int:
         daemon = _run_daemon(workload, args.speed, Path(tmp))
     print(f"daemon: {json.dumps(daemon)}", flush=True)
     rows: dict[str, Any] = {"daemon": daemon}
-    call_ms = daemon["tick_clock_s_per_call"] * 1000 / workload.scale
+    # The daemon is the service itself with a budget of 144 (its bounds as they are), not a
+    # folded 1/scale run: the simulator runs that same small org at full scale.
+    small = replace(
+        workload,
+        budget=emulator_options(workload)["budget_per_hour"],
+        backlog=round(workload.backlog / workload.scale),
+        scale=1.0,
+    )
+    call_ms = daemon["tick_clock_s_per_call"] * 1000
     for name, latency in (
         ("simulate, calls take no time", 0.0),
         ("simulate, calls as the daemon's", call_ms),
     ):
-        result = simulate(replace(workload, latency_ms=latency))
-        users = result.users_per_hour
+        result = simulate(replace(small, latency_ms=latency))
+        users = result.users_per_hour * workload.scale
         gap = users / daemon["users_per_hour"] - 1 if daemon["users_per_hour"] else float("nan")
         rows[name] = {"users_per_hour": users, "vs_daemon": gap, "latency_ms": latency}
         print(f"{name}: {users:.1f} users/h ({gap:+.1%} against the daemon)", flush=True)

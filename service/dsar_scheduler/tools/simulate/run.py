@@ -27,6 +27,7 @@ from sqlalchemy import func, insert, select
 from dsar_scheduler.adapters.clock import FakeClock
 from dsar_scheduler.adapters.db import QueueRow, Request
 from dsar_scheduler.config import Settings, load_settings
+from dsar_scheduler.core.planner import PlannerConfig
 from dsar_scheduler.core.states import State
 from dsar_scheduler.logs import configure
 from dsar_scheduler.metrics import Metrics
@@ -34,6 +35,7 @@ from dsar_scheduler.runtime.app import App, build_app
 from dsar_scheduler.runtime.migrate import upgrade
 from dsar_scheduler.tick import BASELINE_BATCH
 from dsar_scheduler.tools.emulator import API_PATH, Emulator, EmulatorConfig
+from dsar_scheduler.tools.simulate.bounds import at_scale, bounds_at_scale
 from dsar_scheduler.tools.simulate.collect import Trace, collect
 from dsar_scheduler.tools.simulate.lanes import VirtualLanes
 from dsar_scheduler.tools.simulate.network import Downloads
@@ -62,7 +64,8 @@ def simulate(
     with tempfile.TemporaryDirectory(prefix="dsar-sim-") as tmp:
         url = database_url or f"sqlite:///{Path(tmp) / 'sim.db'}"
         _fresh_database(url)
-        return _run(w, url, progress)
+        with bounds_at_scale(w.scale):
+            return _run(w, url, progress)
 
 
 def _run(w: Workload, url: str, progress: Callable[[str], None] | None) -> Result:
@@ -163,15 +166,17 @@ def _settings(w: Workload, database_url: str) -> Settings:
 
 
 def _batch_size(w: Workload) -> int | None:
-    """The seed's batch per tick scales with the run (a tenth of it at 1/10 scale); the
-    saturating baseline has none: it submits all the budget allows after its polls."""
+    """The batch per tick scales with the run (a tenth of it at 1/10 scale): the seed's, or
+    the planner's most submissions per tick; the saturating baseline has none: it submits
+    all the budget allows after its polls."""
     if w.policy == "saturating":
         return UNLIMITED_BATCH
     if w.submit_batch_size is not None:
-        return max(1, round(w.submit_batch_size / w.scale))
-    if w.policy == "baseline" and w.scale != 1:
-        return max(1, round(BASELINE_BATCH / w.scale))
-    return None
+        return at_scale(w.submit_batch_size, w.scale)
+    if w.scale == 1:
+        return None
+    batch = BASELINE_BATCH if w.policy == "baseline" else PlannerConfig.max_submits
+    return at_scale(batch, w.scale)
 
 
 def _emulator(w: Workload, clock: FakeClock) -> Emulator:

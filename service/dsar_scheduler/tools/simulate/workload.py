@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from dsar_scheduler.tools.simulate.bounds import scaled_bounds
+
 #: Where the virtual clock starts, and an hour in its seconds.
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 HOUR = 3600.0
@@ -145,13 +147,26 @@ def distributions(w: Workload) -> dict[str, str]:
             + ("" if w.scale == 1 else f" (1/{w.scale:g} of each in this run)")
         ),
         "budget": f"{w.budget:,} cost per hour (documented); the service may use {w.fraction:.0%}",
-        "scale": (
-            "full scale"
-            if w.scale == 1
-            else f"1/{w.scale:g} of the budget and traffic, users per hour x {w.scale:g}"
+        "scale": _scale_words(w),
+        "deadline": (
+            "each subject received when it is queued, under DSAR_DEFAULT_REGIME (gdpr: one "
+            "calendar month); misses counted at the end of the run"
         ),
-        "deadline": "n/a (no legal deadline in this workload)",
     }
+
+
+def _scale_words(w: Workload) -> str:
+    if w.scale == 1:
+        return "full scale"
+    bounds = ", ".join(
+        f"{name} {full:,g} -> {round(scaled, 2):,g}"
+        for name, (full, scaled) in scaled_bounds(w.scale).items()
+    )
+    return (
+        f"1/{w.scale:g} of the budget and traffic, users per hour x {w.scale:g}; the service's "
+        f"bounds counted in requests, calls or completions divided alike ({bounds}; the "
+        "planner's most submissions per tick too)"
+    )
 
 
 def _files_words(w: Workload) -> str:
