@@ -180,13 +180,17 @@ def _check_taken_once(
 def _check_post_receipts(
     emulator: TrappingEmulator, receipts: ReceiptLog, figures: Figures
 ) -> None:
-    """Each POST receipt is an answer Amplitude gave, byte for byte; the answers no receipt
-    keeps were lost (to a kill or a dropped connection: the listing recovered those)."""
+    """Each POST receipt is an answer Amplitude gave to that project's key, byte for byte;
+    the answers no receipt keeps were lost (to a kill or a dropped connection: the listing
+    recovered those). By project: two projects' answers can be the same bytes (one subject,
+    one Amplitude ID in both), and one kept must not hide the other lost."""
     posts = emulator.deletion_posts()
     figures.posts = len(posts)
     figures.posts_taken = sum(1 for p in posts if p.taken)
-    answers = {p.answer for p in posts if p.taken}
-    kept = {row.body.encode() for row in receipts.rows.values() if row.kind == "post"}
+    answers = {(p.project_id, p.answer) for p in posts if p.taken}
+    kept = {
+        (row.project_id, row.body.encode()) for row in receipts.rows.values() if row.kind == "post"
+    }
     figures.answers_lost = len(answers - kept)
     figures.receipt_problems += [
         "a POST receipt that is no answer the emulator gave" for _ in kept - answers
