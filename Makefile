@@ -32,8 +32,12 @@ promtool:
 test-database:
 	@bash .ci/test-database
 
+# Two workers (pytest-xdist): the suite's ticks, emulators and daemons wait on I/O as much as
+# they compute. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
+
 test: install promtool test-database
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check service tests migrations
