@@ -76,11 +76,7 @@ def collect(
         failed_jobs=ledger.transitions.get(State.FAILED, 0),
         dead=ledger.dead,
         done_to_stored_s=[d for at, d in trace.finish_times.values() if at >= steady_from],
-        queue_to_stored_s=[
-            (r.stored_at - r.queued_at).total_seconds()
-            for r in stored_rows
-            if r.stored_at is not None and r.stored_at >= steady_from
-        ],
+        queue_to_stored_s=_queue_to_stored(stored_rows, steady_from),
         budget_use=steady_cost / (limit * steady_hours),
         limit=limit,
         ledger_cost=ledger.ledger_cost,
@@ -97,6 +93,15 @@ def collect(
         deadlines=deadlines,
         deadlines_missed=missed,
     )
+
+
+def _queue_to_stored(stored_rows: list[Any], steady_from: datetime) -> list[float]:
+    """Queued to stored, in seconds, of each request stored in the steady window."""
+    return [
+        (r.stored_at - r.queued_at).total_seconds()
+        for r in stored_rows
+        if r.stored_at is not None and r.stored_at >= steady_from
+    ]
 
 
 def _cost_per_user(by_kind: dict[str, int], users: int) -> dict[str, float]:
