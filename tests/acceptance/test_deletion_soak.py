@@ -5,9 +5,9 @@ until every deletion is verified. Nothing is submitted twice by accident, nothin
 and no receipt is ever overwritten (``tests/support/deletion_soak.py`` says how each is
 checked).
 
-The short run (6 kills, SQLite) is in the default suite; ``pytest -m soak -s
-tests/acceptance/test_deletion_soak.py`` runs it on PostgreSQL too, and the long one (40
-kills by default, ``DSAR_SOAK_KILLS``) on both, printing the figures. ``DSAR_SOAK_SEED``
+The short run (6 kills) is in the default suite, on SQLite and PostgreSQL; ``pytest -m soak
+-s tests/acceptance/test_deletion_soak.py`` runs the long one (40 kills by default,
+``DSAR_SOAK_KILLS``) on both, printing the figures. ``DSAR_SOAK_SEED``
 changes the emulator's seed (its users, faults and jobs) and the kills' draws.
 """
 
@@ -77,14 +77,9 @@ def test_deletion_soak_short_sqlite(tmp_path: Path) -> None:
     assert figures.answers_lost >= 1
 
 
-@pytest.mark.soak
 @pytest.mark.postgres
-def test_deletion_soak_short_postgres(
-    tmp_path: Path, pg_url: str, request: pytest.FixtureRequest
-) -> None:
-    """The short run on PostgreSQL (with ``-m soak``, to keep the default suite quick)."""
-    if "soak" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("soak: run with -m soak")
+def test_deletion_soak_short_postgres(tmp_path: Path, pg_url: str) -> None:
+    """The short run on PostgreSQL."""
     figures, _ = _run(tmp_path, pg_url, "postgresql", deletions=6, accesses=3, kills=6)
     assert_deletions_survived(figures, 6)
 
