@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +15,7 @@ from dsar_scheduler.adapters.storage import LocalStorage
 from dsar_scheduler.core.seal import verify_bundle
 from dsar_scheduler.runtime.evidence import build_bundle
 from tests.support.deletion_service import (
+    QUICK_JOBS,
     new_deletion,
     pick_clear,
     run_days,
@@ -23,13 +23,6 @@ from tests.support.deletion_service import (
     state_of,
 )
 from tests.support.privacy_emulator import START
-
-QUICK_JOBS: dict[str, Any] = {
-    "batch_delay_days": (1, 1),
-    "staging_cutoff_days": 0,
-    "scrub_delay_days": (0, 0),
-    "done_after_scrub_days": 1,
-}
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -15,21 +14,13 @@ from sqlalchemy import select, text
 from dsar_scheduler.adapters.clock import FakeClock
 from dsar_scheduler.adapters.db import Event, Request
 from dsar_scheduler.core.states import State
-from tests.support.deletion_service import pick_clear
+from tests.support.deletion_service import QUICK_JOBS, pick_clear
 from tests.support.deletion_service import service as privacy_service
 from tests.support.harness import Harness, harness
 from tests.support.privacy_emulator import START
 
 P1 = 187_520
 FAST = {"completion_min_s": 3600, "completion_max_s": 4 * 3600}
-#: Deletion jobs on a short timeline (the real one, 10-13 days out and done 5 days after the
-#: scrub, is tested in test_deletion_tick.py): a job the next day, done the day after.
-QUICK_JOBS: dict[str, Any] = {
-    "batch_delay_days": (1, 1),
-    "staging_cutoff_days": 0,
-    "scrub_delay_days": (0, 0),
-    "done_after_scrub_days": 1,
-}
 DELETION_DAYS = 4
 
 

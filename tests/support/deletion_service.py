@@ -26,6 +26,15 @@ from tests.support.harness import Harness
 from tests.support.privacy_emulator import DELETIONS, pick
 
 P1 = 187_520
+#: Deletion jobs on a short timeline, for tests not about the timeline itself (the real one,
+#: 10-13 days out and done 5 days after the scrub, is tested in test_deletion_tick.py): a
+#: job the next day, done the day after.
+QUICK_JOBS: dict[str, Any] = {
+    "batch_delay_days": (1, 1),
+    "staging_cutoff_days": 0,
+    "scrub_delay_days": (0, 0),
+    "done_after_scrub_days": 1,
+}
 
 
 @contextmanager
