@@ -118,10 +118,30 @@ def test_poll_candidates_and_completion_samples(ledger: Ledger, clock: FakeClock
         ["a", "b"],
         "req-1",
     )
-    (sample,) = ledger.facts.completion_samples(t0, 10)
+    (sample,) = ledger.facts.completion_samples(t0, 10).samples
     assert sample.seconds == pytest.approx(5 * 3600)
     assert sample.seen_after == pytest.approx(3600)
     assert ledger.facts.files_seen(t0, 10) == (2, 13)
     assert ledger.facts.files_seen(done_at, 10) == (0, 0)  # nothing finished after that
     assert ledger.facts.next_due(t0) == t0 + timedelta(hours=8)
     assert ledger.facts.submit_head_months(t0, 10) == []
+
+
+def test_beyond_the_cap_completions_are_thinned_by_id(ledger: Ledger, clock: FakeClock) -> None:
+    """Ten completions, a cap of 4: every third request by id (ceil(10 / 4)), the planner
+    told so that it thins the running requests by the same ids."""
+    ids = _admit(ledger, clock, 10, date(2025, 11, 1), date(2025, 12, 1))
+    t0 = clock.now()
+    ledger.requests.start_submits(ledger.requests.due_submits(t0, 10), t0)
+    accepted = [Submitted(rid, 5000 + rid, t0, t0, t0 + timedelta(hours=8)) for rid in ids]
+    ledger.record_chunk(t0, [], [], [], accepted)
+    for k, rid in enumerate(ids):
+        done_at = t0 + timedelta(hours=1 + k)
+        ledger.files.record_done(rid, 5000 + rid, [], done_at + timedelta(days=2), done_at, [], "r")
+    everything = ledger.facts.completion_samples(t0, 10)
+    assert everything.every == 1 and len(everything.samples) == 10
+    thinned = ledger.facts.completion_samples(t0, 4)
+    assert thinned.every == 3
+    kept = sorted(round(x.seconds / 3600, 1) for x in thinned.samples)
+    # request k finished at 1 + k hours, seen at 1 + k; the finish halfway from submission
+    assert kept == sorted((1 + ids.index(r)) / 2 for r in ids if r % 3 == 0)

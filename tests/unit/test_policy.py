@@ -68,6 +68,11 @@ class Sample(NamedTuple):
     seen_after: float = 0.0
 
 
+class Samples(NamedTuple):
+    samples: Sequence[Sample] = ()
+    every: int = 1
+
+
 @dataclass
 class FakeReads:
     """The ledger's answers, and what was asked."""
@@ -103,9 +108,9 @@ class FakeReads:
         self.asked.append(("poll_candidates", due_by))
         return self.candidates
 
-    def completion_samples(self, since: datetime, limit: int) -> Sequence[Sample]:
+    def completion_samples(self, since: datetime, limit: int) -> Samples:
         self.asked.append(("completion_samples", NOW - since, limit))
-        return []
+        return Samples()
 
     def files_seen(self, since: datetime, limit: int) -> tuple[int, int]:
         self.asked.append(("files_seen", NOW - since, limit))

@@ -16,26 +16,25 @@ from dsar_scheduler.tick import limits
 from dsar_scheduler.tools.simulate.bounds import at_scale, bounds_at_scale, scaled_bounds
 from dsar_scheduler.tools.simulate.run import _batch_size
 from dsar_scheduler.tools.simulate.workload import Workload
-from tests.unit.test_policy import NOW, FakeReads, Sample, planner
+from tests.unit.test_policy import NOW, FakeReads, Sample, Samples, planner
 
 
 def current() -> tuple[object, ...]:
     return (
-        policy.MAX_SAMPLES,
         limits.CHUNK,
         limits.SUBMIT_FLUSH,
         limits.ADMIT_BATCH,
         getattr(policy, "PRIOR_WEIGHT"),  # noqa: B009 (imported there, not exported)
-        getattr(policy, "CompletionModel"),  # noqa: B009
     )
 
 
 def test_a_run_at_1_20_divides_the_bounds_and_puts_them_back() -> None:
     before = current()
     with bounds_at_scale(20):
-        assert current()[:5] == (250, 5, 1, 25, 1.0)
+        assert current() == (5, 1, 25, 1.0)
         assert limits.PAGE == 200  # a page of fetches keeps its size (see the module)
         assert policy.FILE_SAMPLES == 500  # and so do the plain means
+        assert policy.MAX_SAMPLES == 5000  # the planner thins by id beyond it: no bias
     assert current() == before
 
 
@@ -62,12 +61,12 @@ def test_a_count_at_scale_is_rounded_never_zero(count: int, scale: float, expect
 
 def test_the_report_names_each_bound_at_full_scale_and_scaled() -> None:
     bounds = scaled_bounds(20)
-    assert bounds["policy.MAX_SAMPLES"] == (5000, 250)
+    assert "policy.MAX_SAMPLES" not in bounds
     assert bounds["limits.CHUNK"] == (100, 5)
-    assert bounds["completion.PRIOR_WEIGHT"] == (20.0, 1.0)
+    assert bounds["policy.PRIOR_WEIGHT"] == (20.0, 1.0)
     with bounds_at_scale(20):  # read from the service's own values, not the divided ones
         assert scaled_bounds(20) == bounds
-    assert "MAX_SAMPLES 5,000 -> 250" in Workload(scale=20).assumptions()["distributions"]["scale"]
+    assert "CHUNK 100 -> 5" in Workload(scale=20).assumptions()["distributions"]["scale"]
 
 
 @dataclass
@@ -76,18 +75,18 @@ class ReadsWithSamples(FakeReads):
 
     samples: Sequence[Sample] = ()
 
-    def completion_samples(self, since: datetime, limit: int) -> Sequence[Sample]:
+    def completion_samples(self, since: datetime, limit: int) -> Samples:
         super().completion_samples(since, limit)
-        return self.samples[:limit]
+        return Samples(self.samples[:limit])
 
 
 def planners_model(reads: ReadsWithSamples) -> CompletionModel:
     return planner().facts(reads, NOW).model
 
 
-def test_the_planner_learns_from_the_divided_cap_with_the_divided_prior() -> None:
-    """One completion at 10 h: the planner's model blends it with the prior (uniform
-    1-72 h), weighed as 20 completions at full scale and as 1 at 1/20."""
+def test_the_planner_learns_with_the_divided_prior() -> None:
+    """300 completions at 10 h: the planner's model blends them with the prior (uniform
+    1-72 h), weighed as 20 completions at full scale and as 1 at 1/20; the cap is the same."""
     reads = ReadsWithSamples(samples=[Sample(10 * HOUR)] * 300)
     prior_at_36h = completion.CompletionModel.uniform().at(36 * HOUR)
     full = planners_model(reads)
@@ -97,9 +96,9 @@ def test_the_planner_learns_from_the_divided_cap_with_the_divided_prior() -> Non
     with bounds_at_scale(20):
         reads.asked.clear()
         scaled = planners_model(reads)
-        assert reads.asked[1] == ("completion_samples", timedelta(days=14), 250)
-    assert scaled.observed == 250
-    assert scaled.at(36 * HOUR) == pytest.approx(1 * prior_at_36h / 251)
+        assert reads.asked[1] == ("completion_samples", timedelta(days=14), 5000)
+    assert scaled.observed == 300
+    assert scaled.at(36 * HOUR) == pytest.approx(1 * prior_at_36h / 301)
 
 
 def test_the_planners_most_submissions_per_tick_scale_with_the_run() -> None:

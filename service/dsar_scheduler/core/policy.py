@@ -34,7 +34,8 @@ from dsar_scheduler.core.states import SUBMITTABLE, State
 
 #: The seed's plan: this many submissions per tick (DSAR_SUBMIT_BATCH_SIZE overrides).
 BASELINE_BATCH = 20
-#: Completion times the planner learns from: requests done within this window, most recent.
+#: Completion times the planner learns from: requests done within this window, at most
+#: about this many (beyond it, every k-th request by id, and the running ones alike).
 SAMPLE_WINDOW = timedelta(days=14)
 MAX_SAMPLES = 5000
 #: Recent requests whose files are counted to learn files per month of a date range.
@@ -73,6 +74,15 @@ class Sample(Protocol):
     def seen_after(self) -> float: ...
 
 
+class Samples(Protocol):
+    """Recent completions, every ``every``-th request by id (1: all of them)."""
+
+    @property
+    def samples(self) -> Sequence[Sample]: ...
+    @property
+    def every(self) -> int: ...
+
+
 class PolicyReads(Protocol):
     """What a policy reads (the tick answers each from the ledger)."""
 
@@ -83,7 +93,7 @@ class PolicyReads(Protocol):
     def count_in(self, states: Iterable[State]) -> int: ...
     def count_pending_files(self) -> int: ...
     def poll_candidates(self, due_by: datetime | None = None) -> Sequence[Candidate]: ...
-    def completion_samples(self, since: datetime, limit: int) -> Sequence[Sample]: ...
+    def completion_samples(self, since: datetime, limit: int) -> Samples: ...
     def files_seen(self, since: datetime, limit: int) -> tuple[int, int]: ...
     def submit_head_months(self, now: datetime, limit: int) -> Sequence[int]: ...
     def next_due(self, now: datetime) -> datetime | None: ...
@@ -309,16 +319,19 @@ def _budget_wake(reads: PolicyReads, now: datetime) -> datetime | None:
     return frees
 
 
-def _completion_model(
-    candidates: Sequence[Candidate], samples: Sequence[Sample]
-) -> CompletionModel:
-    """Completion times seen, with the requests still running as censored observations."""
+def _completion_model(candidates: Sequence[Candidate], thinned: Samples) -> CompletionModel:
+    """Completion times seen, with the requests still running as censored observations,
+    thinned by the same ids as the completions (every ``every``-th), and the prior weighed
+    as the same number of real completions whatever the thinning."""
+    every = thinned.every
     return CompletionModel.fit(
-        [x.seconds for x in samples],
+        [x.seconds for x in thinned.samples],
         [
             ((c.last_polled_at or c.submitted_at) - c.submitted_at).total_seconds()
             for c in candidates
+            if c.id % every == 0
         ],
+        prior_weight=PRIOR_WEIGHT / every,
     )
 
 
@@ -334,8 +347,8 @@ def _outstanding(c: Candidate, files_per_month_: float) -> Outstanding:
     )
 
 
-def _discovery_delay(samples: Sequence[Sample], half_gap: float) -> float:
+def _discovery_delay(thinned: Samples, half_gap: float) -> float:
     """Mean time from a finish to the poll that saw it, the prior (half the gap) blended in."""
-    return (sum(x.seen_after for x in samples) + half_gap * PRIOR_WEIGHT) / (
-        len(samples) + PRIOR_WEIGHT
-    )
+    weight = PRIOR_WEIGHT / thinned.every
+    samples = thinned.samples
+    return (sum(x.seen_after for x in samples) + half_gap * weight) / (len(samples) + weight)

@@ -3,6 +3,7 @@ how many files a month of a date range yields, and when work next falls due."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -15,7 +16,7 @@ from dsar_scheduler.core.states import SUBMITTABLE, State
 from dsar_scheduler.ledger.deadlines import DEADLINE_IN_FORCE
 from dsar_scheduler.ledger.files import FETCHING, OF_CURRENT_JOB
 from dsar_scheduler.ledger.requests import SUBMIT_ORDER
-from dsar_scheduler.ledger.rows import CompletionSample, PollCandidate
+from dsar_scheduler.ledger.rows import CompletionSample, CompletionSamples, PollCandidate
 
 
 class Facts:
@@ -49,27 +50,25 @@ class Facts:
             for id, submitted, polled, due, errors, start, end, deadline in rows
         ]
 
-    def completion_samples(self, since: datetime, limit: int) -> list[CompletionSample]:
-        """Requests that Amplitude finished after ``since`` (most recent first)."""
+    def completion_samples(self, since: datetime, limit: int) -> CompletionSamples:
+        """Requests that Amplitude finished after ``since`` (most recent first): all of them
+        up to ``limit``, else every k-th by id, k the smallest that keeps about ``limit``
+        (ids are given at admission, so the thinned set is drawn alike from short and long
+        jobs)."""
+        finished = and_(Request.done_at > since, Request.submitted_at.is_not(None))
         with self.sessions() as session:
+            count = session.scalar(select(func.count()).where(finished)) or 0
+            every = max(1, math.ceil(count / max(1, limit)))
+            query = select(Request.submitted_at, Request.last_polled_at, Request.done_at).where(
+                finished
+            )
+            if every > 1:
+                query = query.where(Request.id % every == 0)
             # both times are set on these rows (the columns are nullable)
             rows: Sequence[Any] = session.execute(
-                select(Request.submitted_at, Request.last_polled_at, Request.done_at)
-                .where(Request.done_at > since, Request.submitted_at.is_not(None))
-                .order_by(Request.done_at.desc())
-                .limit(limit)
+                query.order_by(Request.done_at.desc()).limit(limit)
             ).all()
-        out = []
-        for submitted, polled, done in rows:
-            seen = polled or submitted
-            finished = seen + (done - seen) / 2
-            out.append(
-                CompletionSample(
-                    seconds=max(0.0, (finished - submitted).total_seconds()),
-                    seen_after=max(0.0, (done - finished).total_seconds()),
-                )
-            )
-        return out
+        return CompletionSamples([_sample(*row) for row in rows], every)
 
     def files_seen(self, since: datetime, limit: int) -> tuple[int, int]:
         """(files, months of their date ranges) of the ``limit`` requests finished most
@@ -142,3 +141,14 @@ def months(start: date | None, end: date | None) -> int:
         return 1
     count = (end.year - start.year) * 12 + end.month - start.month + 1
     return count if count > 0 else 1
+
+
+def _sample(submitted: datetime, polled: datetime | None, done: datetime) -> CompletionSample:
+    """The finish placed halfway between the last poll that saw the job running and the
+    one that saw it done."""
+    seen = polled or submitted
+    finished = seen + (done - seen) / 2
+    return CompletionSample(
+        seconds=max(0.0, (finished - submitted).total_seconds()),
+        seen_after=max(0.0, (done - finished).total_seconds()),
+    )

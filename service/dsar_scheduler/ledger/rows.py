@@ -175,6 +175,16 @@ class CompletionSample(NamedTuple):
     seen_after: float = 0.0
 
 
+class CompletionSamples(NamedTuple):
+    """Recent completions: every ``every``-th request by id when more finished than the cap
+    allows, so that the planner can thin the running requests by the same ids (a cap that
+    kept the latest completions against every running request would overweigh the running,
+    and make jobs look slower than they are)."""
+
+    samples: list[CompletionSample]
+    every: int = 1
+
+
 class Transition(NamedTuple):
     """A committed state change, handed to the listener (logs and metrics)."""
 

@@ -24,7 +24,7 @@ from dsar_scheduler.core.states import State
 from dsar_scheduler.ledger import Ledger
 from dsar_scheduler.ledger.rows import (
     CallTicket,
-    CompletionSample,
+    CompletionSamples,
     FileRow,
     PollCandidate,
     RequestRow,
@@ -127,7 +127,7 @@ class LedgerReads:
     def poll_candidates(self, due_by: datetime | None = None) -> Sequence[PollCandidate]:
         return self.ledger.facts.poll_candidates(due_by=due_by)
 
-    def completion_samples(self, since: datetime, limit: int) -> Sequence[CompletionSample]:
+    def completion_samples(self, since: datetime, limit: int) -> CompletionSamples:
         return self.ledger.facts.completion_samples(since, limit)
 
     def files_seen(self, since: datetime, limit: int) -> tuple[int, int]:

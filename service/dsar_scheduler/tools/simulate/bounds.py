@@ -5,13 +5,9 @@ calls (lasting ``scale`` times as long). A bound the service sets in requests or
 then reach ``scale`` times as far into the real traffic as at full scale, and the run would
 not be the full run folded: so these are divided by the scale while it runs.
 
-* ``policy.MAX_SAMPLES``: the planner learns completion times from the most recent
-  completions, up to this many, with every running request as censored. Under a backlog at
-  full scale the cap keeps a few hours of completions; undivided, a 1/20 run kept all of
-  them, and its planner fitted another model (and paced its submissions by it).
-* The completion prior's weight (``completion.PRIOR_WEIGHT``, worth that many completions,
-  and the discovery delay's in ``policy``): undivided, at 1/20 it weighed as much as 400
-  real completions and pulled the planner's model towards the prior.
+* The completion prior's weight (``policy.PRIOR_WEIGHT``, worth that many completions, in
+  the completion model and the discovery delay): undivided, at 1/20 it weighed as much as
+  400 real completions and pulled the planner's model towards the prior.
 * ``limits.CHUNK`` and ``limits.SUBMIT_FLUSH``: calls reserved in one transaction, and
   answers recorded together (a cost counts in the rolling hour from when it is recorded):
   a chunk of scaled calls would hold its reservations ``scale`` times longer.
@@ -19,7 +15,9 @@ not be the full run folded: so these are divided by the scale while it runs.
   ``MAX_ADMIT_BATCHES`` pages): the same share of a backlog is admitted per tick.
 * The planner's most submissions per tick: ``run._batch_size`` divides every batch size.
 
-Kept as they are: ``limits.PAGE`` (a page of fetches ends by waiting for its last download,
+Kept as they are: ``policy.MAX_SAMPLES`` (the planner thins completions and running requests
+by the same ids beyond it, so the cap sets only how noisy the model is, not where it lies),
+``limits.PAGE`` (a page of fetches ends by waiting for its last download,
 one download's time: the same share of the page at any scale only at the same size), and
 ``policy.FILE_SAMPLES``, ``policy.SUBMIT_HEAD`` and the files prior (plain means over
 requests drawn alike at any scale: dividing them would only add sampling noise).
@@ -27,7 +25,7 @@ requests drawn alike at any scale: dividing them would only add sampling noise).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
@@ -36,7 +34,6 @@ from dsar_scheduler.tick import limits
 
 #: (module, name) of each count divided by the scale.
 SCALED_COUNTS: tuple[tuple[ModuleType, str], ...] = (
-    (policy, "MAX_SAMPLES"),
     (limits, "CHUNK"),
     (limits, "SUBMIT_FLUSH"),
     (limits, "ADMIT_BATCH"),
@@ -56,26 +53,8 @@ def scaled_bounds(scale: float) -> dict[str, tuple[float, float]]:
         f"{module.__name__.rsplit('.', 1)[-1]}.{name}": (value, at_scale(value, scale))
         for (module, name), value in FULL_SCALE.items()
     }
-    bounds["completion.PRIOR_WEIGHT"] = (completion.PRIOR_WEIGHT, completion.PRIOR_WEIGHT / scale)
+    bounds["policy.PRIOR_WEIGHT"] = (completion.PRIOR_WEIGHT, completion.PRIOR_WEIGHT / scale)
     return bounds
-
-
-class _PriorAtScale:
-    """``CompletionModel`` as the planner fits it (``policy`` calls ``CompletionModel.fit``),
-    with the prior weighed as ``weight`` completions unless the caller names a weight."""
-
-    def __init__(self, weight: float) -> None:
-        self.weight = weight
-
-    def fit(
-        self,
-        done_s: Sequence[float],
-        running_s: Sequence[float],
-        prior: completion.CompletionModel | None = None,
-        prior_weight: float | None = None,
-    ) -> completion.CompletionModel:
-        weight = self.weight if prior_weight is None else prior_weight
-        return completion.CompletionModel.fit(done_s, running_s, prior, weight)
 
 
 @contextmanager
@@ -90,10 +69,7 @@ def bounds_at_scale(scale: float) -> Iterator[None]:
     changes: list[tuple[ModuleType, str, object]] = [
         (module, name, at_scale(getattr(module, name), scale)) for module, name in SCALED_COUNTS
     ]
-    changes += [
-        (policy, "PRIOR_WEIGHT", weight),
-        (policy, "CompletionModel", _PriorAtScale(weight)),
-    ]
+    changes.append((policy, "PRIOR_WEIGHT", weight))
     saved = [(module, name, getattr(module, name)) for module, name, _ in changes]
     try:
         for module, name, value in changes:
