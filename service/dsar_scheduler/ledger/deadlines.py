@@ -6,7 +6,7 @@ The rules themselves (periods, extension, shares) are ``core.deadlines``'s."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,8 +21,9 @@ from dsar_scheduler.adapters.db import Request, write_transaction
 from dsar_scheduler.core.deadlines import ALERT_SHARES, REGIMES, Deadline, extend
 from dsar_scheduler.core.states import FINAL, State
 from dsar_scheduler.ledger.convert import REQUEST_COLUMNS
-from dsar_scheduler.ledger.events import append_event
-from dsar_scheduler.ledger.rows import RequestRow, Transition
+from dsar_scheduler.ledger.events import append_note
+from dsar_scheduler.ledger.family import unanswered
+from dsar_scheduler.ledger.rows import RequestRow
 
 #: The deadline in force: the extended one, if the extension was taken.
 DEADLINE_IN_FORCE: ColumnElement[datetime] = func.coalesce(Request.extended_until, Request.due_at)
@@ -47,12 +48,23 @@ NOT_OPEN = {
 }
 
 
+def _not_open(request: Request) -> str | None:
+    """Why a request is not extended on its own account: it is answered or closed."""
+    state = State(request.state)
+    answered = request.stored_at is not None and request.request_type == "access"
+    if state not in OPEN_STATES or answered:
+        return NOT_OPEN.get(state, f"is {state.value}: answered")
+    return None
+
+
 @dataclass(frozen=True)
 class Extension:
     """An extension written: the new deadline and the audit event's reason."""
 
     until: datetime
     reason: str
+    #: The supplementary requests extended with it.
+    supplements: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -75,19 +87,19 @@ class Deadlines:
     def extend(self, request_id: int, note: str, now: datetime) -> Extension | str:
         """Take the one extension the request's regime allows, by compare-and-set (the row
         locked: no extension yet, the first deadline not passed, still to answer), with its
-        audit event; or why not. The event keeps the state (``from`` = ``to``): an extension
-        is no state change, but it is part of the request's record."""
+        audit event, and the same for its supplements still to answer (an export by user ID
+        is answered only once they are stored); or why not. The events keep the state: an
+        extension is no state change, but it is part of the request's record."""
         with write_transaction(self.sessions) as session:
             request = session.scalar(
                 select(Request).where(Request.id == request_id).with_for_update()
             )
             if request is None:
                 return f"no request {request_id}"
-            state = State(request.state)
-            answered = request.stored_at is not None and request.request_type == "access"
-            if state not in OPEN_STATES or answered:
-                why = NOT_OPEN.get(state, f"is {state.value}: answered")
-                return f"request {request_id} {why}"
+            supplements = unanswered(session, request_id)
+            refusal = _not_open(request) if not supplements else None
+            if refusal is not None:
+                return f"request {request_id} {refusal}"
             deadline = deadline_of(request)
             if deadline is None:
                 return f"request {request_id} has no deadline (admitted before deadlines)"
@@ -99,13 +111,13 @@ class Deadlines:
                 f"deadline extended to {until:%Y-%m-%d} ({regime.name} allows one extension, "
                 f"of {regime.extension}): {note}"
             )
-            request.extended_until, request.extension_reason = until, note
-            request.updated_at = now
-            event = Transition(
-                request.id, state.value, state.value, reason, request.remote_request_id, now
-            )
-            append_event(session, request, event)
-        return Extension(until, reason)
+            for row in (request, *supplements):
+                row.extended_until, row.extension_reason = until, note
+                row.updated_at = now
+            append_note(session, request, reason, now)
+            for child in supplements:
+                append_note(session, child, f"{reason} (with request {request_id})", now)
+        return Extension(until, reason, [c.id for c in supplements])
 
     def misses(self, now: datetime) -> tuple[int, int]:
         """(requests with a deadline, those that missed it: answered late, or still open and

@@ -11,6 +11,7 @@ with the lock and hand back the new one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -41,6 +42,15 @@ def append_event(session: Session, request: Request, note: Transition) -> None:
     values = event_values(note, request.chain_head)
     session.add(Event(**values))
     request.chain_head = str(values["hash"])
+
+
+def append_note(session: Session, request: Request, reason: str, at: datetime) -> None:
+    """An audit entry that changes no state (``from`` = ``to``: an extension, a delivery, a
+    purge's progress) on ``request``, locked as for ``append_event``."""
+    note = Transition(
+        request.id, request.state, request.state, reason, request.remote_request_id, at
+    )
+    append_event(session, request, note)
 
 
 def append_events(

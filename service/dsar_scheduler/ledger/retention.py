@@ -35,7 +35,8 @@ from dsar_scheduler.core.retention import (
     purged_reason,
 )
 from dsar_scheduler.core.states import State
-from dsar_scheduler.ledger.events import append_event
+from dsar_scheduler.ledger.events import append_note
+from dsar_scheduler.ledger.family import stored_undelivered, unanswered
 from dsar_scheduler.ledger.purge_targets import (
     NOT_LEFTOVER,
     STORED_ACCESS,
@@ -52,6 +53,16 @@ from dsar_scheduler.ledger.requests import move_in
 from dsar_scheduler.ledger.rows import Transition, TransitionListener
 
 BACKLOG_KEY = "purge-backlog"
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A request marked delivered: as it is now, the supplements delivered with it, and
+    those still to be stored (each to be marked when it is handed over)."""
+
+    target: PurgeTarget
+    supplements: list[int]
+    pending: list[int]
 
 
 #: How many of the oldest overdue requests the backlog looks at for the oldest due time.
@@ -145,7 +156,7 @@ class Retention:
                     return False
                 notes.append(moved[1])
             else:
-                _note_event(session, request, reason, now)
+                append_note(session, request, reason, now)
             session.add(
                 ServiceState(
                     key=note_key(target.id), value=manifest_sha256 or "", until=now, updated_at=now
@@ -195,7 +206,7 @@ class Retention:
                     return False
                 notes.append(moved[1])
             else:
-                _note_event(session, request, reason, now)
+                append_note(session, request, reason, now)
             request.purged_at = now
             session.delete(note)
         self._notify(notes)
@@ -203,25 +214,33 @@ class Retention:
 
     # -- dsar delivered -------------------------------------------------------------------
 
-    def mark_delivered(
-        self, request_id: int, note: str | None, now: datetime
-    ) -> tuple[str | None, PurgeTarget | None]:
+    def mark_delivered(self, request_id: int, note: str | None, now: datetime) -> Delivered | str:
         """Record that the export was handed to the consumer (compare-and-set on a stored,
-        undelivered request, with its audit entry). ``(refusal, None)``, or ``(None, the
-        request as it is now)``."""
+        undelivered request, with its audit entry), its stored supplements with it; or why
+        not."""
         with write_transaction(self.sessions) as session:
             request = _locked(session, request_id)
             if request is None:
-                return f"no request {request_id}", None
+                return f"no request {request_id}"
             refusal = delivered_refusal(request.state, request.delivered_at)
             if refusal is not None:
-                return f"request {request_id} cannot be marked delivered: {refusal}", None
-            request.delivered_at = now
+                return f"request {request_id} cannot be marked delivered: {refusal}"
             by = f"by an operator ({note})" if note else "by an operator"
-            _note_event(session, request, f"delivered to the consumer, marked {by}", now)
+            request.delivered_at = now
+            append_note(session, request, f"delivered to the consumer, marked {by}", now)
+            stored = stored_undelivered(session, request_id)
+            for child in stored:
+                child.delivered_at = now
+                append_note(
+                    session,
+                    child,
+                    f"delivered to the consumer with request {request_id}, marked {by}",
+                    now,
+                )
+            pending = unanswered(session, request_id)
             session.flush()
             [target] = targets(session, Request.id == request_id)
-        return None, target
+        return Delivered(target, [c.id for c in stored], [c.id for c in pending])
 
     # -- the backlog the metrics read -----------------------------------------------------
 
@@ -298,15 +317,6 @@ def _removed(
         )
     ).one()
     return int(count), int(size or 0)
-
-
-def _note_event(session: Session, request: Request, reason: str, now: datetime) -> None:
-    """An audit entry that changes no state (as ``Files.store_withdrawn`` writes); not
-    handed to the listener, which counts state changes."""
-    note = Transition(
-        request.id, request.state, request.state, reason, request.remote_request_id, now
-    )
-    append_event(session, request, note)
 
 
 def _backlog(session: Session, now: datetime, policy: RetentionPolicy) -> PurgeBacklog:

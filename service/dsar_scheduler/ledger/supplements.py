@@ -14,6 +14,7 @@ from dsar_scheduler.adapters.db import Request, write_transaction
 from dsar_scheduler.core.states import State
 from dsar_scheduler.ledger.convert import REQUEST_COLUMNS
 from dsar_scheduler.ledger.events import append_event, append_events, write_heads
+from dsar_scheduler.ledger.family import Member, members
 from dsar_scheduler.ledger.rows import RequestRow, Transition, TransitionListener
 
 #: Requests whose export is still to come: their user's IDs are worth resolving.
@@ -65,6 +66,11 @@ class Supplements:
         """A request's supplementary requests: Amplitude ID -> request id."""
         with self.sessions() as session:
             return _children(session, parent_id)
+
+    def members(self, parent_id: int) -> list[Member]:
+        """A request's supplementary requests with their states (``dsar status``, ``cancel``)."""
+        with self.sessions() as session:
+            return members(session, parent_id)
 
     def create(self, parent: RequestRow, missing: Sequence[int], now: datetime) -> list[int]:
         """One queued supplementary request per missing Amplitude ID, in the parent's date

@@ -54,8 +54,10 @@ def cmd_extend(settings: Settings, args: argparse.Namespace) -> int:
     if isinstance(done, str):
         sys.stderr.write(f"not extended: {done}\n")
         return 1
+    also = ", ".join(str(i) for i in done.supplements)
+    with_them = f" (and its supplementary request(s) {also})" if also else ""
     sys.stdout.write(
-        f"request {args.request_id}: {done.reason}\n"
+        f"request {args.request_id}{with_them}: {done.reason}\n"
         "Tell the subject of the extension and its reasons before the first deadline ends.\n"
     )
     return 0

@@ -105,7 +105,27 @@ def cancel(
     a remote job: it is left to finish (or expire) there, and its results are not fetched.
     A deletion under way is taken out of Amplitude's jobs while they allow it
     (``deletion_cancel``: ``privacy``, the project keys' client, and ``clock``, the
-    service's, are for it)."""
+    service's, are for it). A request's supplementary requests (``ledger.family``) are
+    named, not cancelled with it: each is its own request, cancelled by its id."""
+    outcome = _cancel_one(ledger, request_id, now, note, privacy, clock)
+    owed = [str(m.id) for m in ledger.supplements.members(request_id) if m.unanswered]
+    if not owed:
+        return outcome
+    return Outcome(
+        outcome.ok,
+        f"{outcome.message}. Its supplementary request(s) {', '.join(owed)} (Amplitude IDs "
+        "its export missed) are not cancelled with it: dsar cancel each by id to stop them",
+    )
+
+
+def _cancel_one(
+    ledger: Ledger,
+    request_id: int,
+    now: datetime,
+    note: str | None,
+    privacy: PrivacyApi | None,
+    clock: Clock | None,
+) -> Outcome:
     request = ledger.requests.get(request_id)
     if request is None:
         return Outcome(False, f"no request {request_id}")

@@ -55,20 +55,33 @@ def mark_delivered(
     from dsar_scheduler.tick import limits
     from dsar_scheduler.tick.purge import retention_policy
 
-    refusal, target = ledger.retention.mark_delivered(request_id, note, now)
-    if refusal is not None or target is None:
-        return False, refusal or f"no request {request_id}"
+    marked = ledger.retention.mark_delivered(request_id, note, now)
+    if isinstance(marked, str):
+        return False, marked
+    target = marked.target
     policy = retention_policy(settings)
     due = purge_due_at(policy, target.stored_at, target.delivered_at, target.deadline)
+    said = f"request {request_id}{_with(marked.supplements)}: marked delivered; "
     if due is None:
-        return True, f"request {request_id}: marked delivered; its files are kept (no retention)"
-    if due <= now:
+        said += "its files are kept (no retention)"
+    elif due <= now:
         ledger.lease.chore_due(limits.PURGE_CHORE, now)  # the next tick looks for it
-        return (
-            True,
-            f"request {request_id}: marked delivered; its files are purged at the next tick",
+        said += "its files are purged at the next tick"
+    else:
+        said += (
+            f"its files are purged after {due:%Y-%m-%d %H:%M} UTC "
+            "(DSAR_RESULT_RETENTION_DAYS after they were stored)"
         )
-    return True, (
-        f"request {request_id}: marked delivered; its files are purged after "
-        f"{due:%Y-%m-%d %H:%M} UTC (DSAR_RESULT_RETENTION_DAYS after they were stored)"
-    )
+    if marked.pending:
+        ids = ", ".join(str(i) for i in marked.pending)
+        said += (
+            f". Supplementary request(s) {ids} (Amplitude IDs its export missed) are not "
+            "stored yet: mark each delivered when it is handed over"
+        )
+    return True, said
+
+
+def _with(supplements: list[int]) -> str:
+    if not supplements:
+        return ""
+    return " with its supplementary request(s) " + ", ".join(str(i) for i in supplements)

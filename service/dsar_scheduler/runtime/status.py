@@ -119,6 +119,8 @@ def describe_request(engine: Engine, request_id: int, as_json: bool) -> str | No
     data = _request_data(request, files, history, calls, cost)
     data["deadline"] = request_deadline(request, SystemClock().now())
     data["deletion"] = deletion_detail(sessions, request)
+    data["parent_request_id"] = request.parent_id
+    data["supplements"] = [m._asdict() for m in ledger.supplements.members(request_id)]
     if data["deletion"] is not None:
         data["next"] = data["deletion"]["next"]
     if as_json:
@@ -171,6 +173,7 @@ def _request_text(request: RequestRow, files: list[File], data: dict[str, Any]) 
     if request.reason:
         lines.append(f"  reason: {request.reason}")
     lines.append(f"  next: {data['next']}")
+    lines += _family_lines(data)
     lines += request_lines(data["deadline"])
     lines += deletion_lines(data["deletion"])
     lines.append(
@@ -191,6 +194,22 @@ def _request_text(request: RequestRow, files: list[File], data: dict[str, Any]) 
             for f in files
         ]
     return "\n".join(lines)
+
+
+def _family_lines(data: dict[str, Any]) -> list[str]:
+    """The request's place among a user-ID export and its supplementary requests."""
+    if data["parent_request_id"] is not None:
+        return [
+            f"  supplementary to request {data['parent_request_id']} (an Amplitude ID its "
+            "export by user ID missed)"
+        ]
+    if not data["supplements"]:
+        return []
+    listed = ", ".join(
+        f"{m['id']} {m['state']}" + (" (delivered)" if m["delivered_at"] else "")
+        for m in data["supplements"]
+    )
+    return [f"  supplementary requests: {listed}"]
 
 
 def _next_step(request: RequestRow, files: list[File]) -> str:
