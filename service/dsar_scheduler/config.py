@@ -142,8 +142,10 @@ class Settings(BaseSettings):
     #: what the budget carries under the planner.
     submit_batch_size: int | None = Field(default=None, ge=0)
     #: ``planner``: budget-aware polling and submission (planner.py); ``baseline``: the seed's
-    #: plan, every outstanding request polled every DSAR_POLL_INTERVAL_SECONDS, 20 per tick.
-    policy: Literal["planner", "baseline"] = "planner"
+    #: plan, every outstanding request polled every DSAR_POLL_INTERVAL_SECONDS, 20 per tick;
+    #: ``saturating``: that polling, and every submission the budget fits after the next
+    #: tick's polls (the planner's simple rival in ``dsar simulate``).
+    policy: Literal["planner", "baseline", "saturating"] = "planner"
     #: Planner: the longest a submitted request goes without a poll (so a finished result is
     #: seen this soon, and fetched long before its 2-day expiry).
     max_poll_gap_seconds: float = Field(default=8 * 3600, gt=0, le=24 * 3600)

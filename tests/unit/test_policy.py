@@ -13,6 +13,7 @@ import pytest
 from dsar_scheduler.core.planner import PlannerConfig
 from dsar_scheduler.core.policy import (
     BASELINE_BATCH,
+    UNLIMITED_BATCH,
     Baseline,
     Planner,
     Polls,
@@ -24,6 +25,23 @@ from dsar_scheduler.core.policy import (
 from dsar_scheduler.core.states import SUBMITTABLE, State
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("headroom", "outstanding", "reserve_s", "expected"),
+    [
+        # the seed's hour of polls (two each at 30 min) against the next tick's one
+        (11_520, 1000, 3600, Room(952, 2000, 9520)),
+        (11_520, 1000, 1800, Room(1168, 1000, 10_520)),
+        (1500, 1000, 1800, Room(55, 1000, 500)),
+        (1500, 1000, 3600, Room(0, 2000, -500)),
+    ],
+)
+def test_the_saturating_rival_reserves_only_the_next_ticks_polls(
+    headroom: int, outstanding: int, reserve_s: float, expected: Room
+) -> None:
+    room = baseline_room(headroom, outstanding, 0, 1800, UNLIMITED_BATCH, reserve_s)
+    assert room == expected
 
 
 @pytest.mark.parametrize(
@@ -143,6 +161,9 @@ class FakeSettings:
     [
         (FakeSettings("baseline"), Baseline(1800, BASELINE_BATCH)),
         (FakeSettings("baseline", 600, submit_batch_size=7), Baseline(600, 7)),
+        # the rival: no batch limit, only the next tick's polls in reserve
+        (FakeSettings("saturating"), Baseline(1800, UNLIMITED_BATCH, 1800)),
+        (FakeSettings("saturating", 600, submit_batch_size=9), Baseline(600, 9, 600)),
     ],
 )
 def test_the_settings_choose_the_baseline(settings: FakeSettings, expected: Baseline) -> None:

@@ -34,6 +34,10 @@ from dsar_scheduler.core.states import SUBMITTABLE, State
 
 #: The seed's plan: this many submissions per tick (DSAR_SUBMIT_BATCH_SIZE overrides).
 BASELINE_BATCH = 20
+#: The saturating rival's batch: more than any budget carries in a tick.
+UNLIMITED_BATCH = 1_000_000
+#: The seed's plan keeps an hour of polls of every outstanding request in reserve.
+SEED_RESERVE_S = 3600.0
 #: Completion times the planner learns from: requests done within this window, at most
 #: about this many (beyond it, every k-th request by id, and the running ones alike).
 SAMPLE_WINDOW = timedelta(days=14)
@@ -153,7 +157,10 @@ def select_policy(settings: PolicySettings) -> Policy:
     if settings.policy == "planner":
         return Planner(planner_config(settings), settings.tick_interval_seconds)
     batch = settings.submit_batch_size
-    return Baseline(settings.poll_interval_seconds, BASELINE_BATCH if batch is None else batch)
+    interval = settings.poll_interval_seconds
+    if settings.policy == "saturating":
+        return Baseline(interval, UNLIMITED_BATCH if batch is None else batch, interval)
+    return Baseline(interval, BASELINE_BATCH if batch is None else batch)
 
 
 def planner_config(settings: PolicySettings) -> PlannerConfig:
@@ -184,25 +191,34 @@ class Room:
 
 
 def baseline_room(
-    headroom: int, outstanding: int, pending_files: int, poll_interval_s: float, batch: int
+    headroom: int,
+    outstanding: int,
+    pending_files: int,
+    poll_interval_s: float,
+    batch: int,
+    reserve_s: float = SEED_RESERVE_S,
 ) -> Room:
-    """Submissions that fit after reserving an hour of polls of every outstanding request
-    and a GET per pending file; each new request reserves its POST and its own hour of
+    """Submissions that fit after reserving ``reserve_s`` of polls of every outstanding
+    request (the seed's plan: an hour; the saturating rival: the next tick's, one poll
+    interval) and a GET per pending file; each new request reserves its POST and its own
     polls. At most ``batch``."""
-    polls_per_hour = math.ceil(3600 / poll_interval_s)
-    reserve = outstanding * polls_per_hour + pending_files
+    polls_ahead = math.ceil(reserve_s / poll_interval_s)
+    reserve = outstanding * polls_ahead + pending_files
     spare = headroom - reserve
-    room = max(0, spare // (SUBMIT_COST + polls_per_hour))
+    room = max(0, spare // (SUBMIT_COST + polls_ahead))
     return Room(min(batch, room), reserve, spare)
 
 
 @dataclass
 class Baseline:
     """The seed's plan: poll every outstanding request every DSAR_POLL_INTERVAL_SECONDS, and
-    submit up to a fixed number a tick, one by one, as the budget left after polls allows."""
+    submit up to a fixed number a tick, one by one, as the budget left after polls allows.
+    With no batch limit and only the next tick's polls kept in reserve, the strongest simple
+    rival to the planner (``saturating``): the same polling, every submission it can fit."""
 
     poll_interval_s: float
     batch: int
+    reserve_s: float = SEED_RESERVE_S
     batch_submits: bool = False
 
     def next_poll(self, now: datetime) -> datetime:
@@ -215,7 +231,12 @@ class Baseline:
         outstanding = reads.count_in([State.SUBMITTED])
         pending_files = reads.count_pending_files()
         room = baseline_room(
-            reads.headroom(now), outstanding, pending_files, self.poll_interval_s, self.batch
+            reads.headroom(now),
+            outstanding,
+            pending_files,
+            self.poll_interval_s,
+            self.batch,
+            self.reserve_s,
         )
         if room.count > 0:
             return Submits(room.count)

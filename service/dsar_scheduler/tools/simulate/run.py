@@ -50,8 +50,6 @@ API_HOST = "amplitude.sim"
 S3_HOST = "s3.sim"
 KEY, SECRET = "simulated-org-key", "simulated-org-secret"
 PROGRESS_EVERY_H = 6.0
-#: The saturating baseline's batch: more than any budget carries in a tick.
-UNLIMITED_BATCH = 1_000_000
 
 
 def simulate(
@@ -152,7 +150,7 @@ def _settings(w: Workload, database_url: str) -> Settings:
         AMPLITUDE_SECRET_KEY=SECRET,
         cost_budget_per_hour=max(1, round(w.budget / w.scale)),
         budget_fraction=w.fraction,
-        policy="planner" if w.policy == "planner" else "baseline",
+        policy=w.policy,
         concurrency=w.concurrency,
         tick_interval_seconds=w.tick_minutes * 60,
         poll_interval_seconds=w.poll_interval_minutes * 60,
@@ -170,7 +168,7 @@ def _batch_size(w: Workload) -> int | None:
     the planner's most submissions per tick; the saturating baseline has none: it submits
     all the budget allows after its polls."""
     if w.policy == "saturating":
-        return UNLIMITED_BATCH
+        return None  # the policy's own: no limit
     if w.submit_batch_size is not None:
         return at_scale(w.submit_batch_size, w.scale)
     if w.scale == 1:
