@@ -40,6 +40,7 @@ class Metrics:
         self._requests(self.registry)
         self._ticks(self.registry)
         self._privacy_and_compliance(self.registry)
+        self._retention(self.registry)
 
     def _calls(self, r: CollectorRegistry) -> None:
         """Calls to the DSAR API and how they failed."""
@@ -130,7 +131,7 @@ class Metrics:
         )
 
     def _privacy_and_compliance(self, r: CollectorRegistry) -> None:
-        """Deletions, the audit chain and retention."""
+        """Deletions and the audit chain."""
         self.audit_checks = Counter(
             "dsar_audit_chain_checks",
             "Requests whose audit hash chain the periodic check verified, by result (ok, broken)",
@@ -159,8 +160,10 @@ class Metrics:
             self.deletion_rechecks.labels(result)
         for api in PRIVACY_APIS:
             self.privacy_rate_limited.labels(api)
-        # Retention (tick/purge.py, tick/records.py): requests purged are the transitions
-        # to "purged"; these count what left storage and the ledger.
+
+    def _retention(self, r: CollectorRegistry) -> None:
+        """Retention (tick/purge.py, tick/records.py): requests purged are the transitions to
+        "purged"; these count what left storage and the ledger."""
         self.files_purged = Counter(
             "dsar_files_purged",
             "Result files removed from storage past their retention",
