@@ -22,10 +22,13 @@ if TYPE_CHECKING:
 # that `dsar run` catches SIGTERM as early as it can (``main``).
 
 DESCRIPTION = """\
-dsar-scheduler fulfils privacy access requests (CCPA right to know, GDPR Art. 15) against
-Amplitude's asynchronous DSAR API. Upstream systems insert rows into the dsar_queue table (or
-use `dsar enqueue`); the daemon admits them, submits them in batches, polls them within the
-org's cost budget, and stores every result file, verified, before it expires.
+dsar-scheduler fulfils privacy requests against Amplitude: access (CCPA right to know, GDPR
+Art. 15) through the asynchronous DSAR API, and deletion (CCPA right to delete, GDPR Art. 17)
+through the User Privacy API, for subjects known by Amplitude ID or user ID, each within its
+legal deadline. Upstream systems insert rows into the dsar_queue table (or use `dsar
+enqueue`); the daemon admits them, submits them within the org's cost budget, stores every
+result file, verified, before it expires, tracks each deletion to a verified receipt, and keeps
+the evidence.
 
 Configuration: environment variables (DSAR_*, AMPLITUDE_API_KEY, AMPLITUDE_SECRET_KEY) or the
 same keys in config/dsar.toml (or DSAR_CONFIG_FILE). See README.md.
