@@ -9,9 +9,10 @@ Sections (simulations under ``dsar simulate``'s realistic profile: 200 ms a call
 download stream, jobs done in 1-120 h, 5% failed, files per user varying around 26,
 concurrency 8; each run prints every assumption with its figures):
 - ``sim``: the seed's plan (baseline), the saturating baseline (the seed's polling, every
-  submission the budget fits after the next tick's polls) and the planner on the same cold backlog of 70,000 at the full budget (14,400 an
-  hour, fraction 1), steady state from hour 96 of 144: users per hour, the planner's ratio to
-  each baseline, 429s, results lost, done -> stored p95, tick durations;
+  submission the budget fits after the next tick's polls) and the planner on the same cold
+  backlog of 70,000 at the full budget (14,400 an hour, fraction 1), steady state from hour 96
+  of 144: users per hour, the planner's ratio to each baseline, 429s, results lost, done ->
+  stored p95, tick durations;
 - ``documented``: the planner on the same backlog with jobs done within the documented 3 days;
 - ``light``: 20 users an hour at full scale for 144 h, 200 ms a call: median done -> stored
   over the last day (requests of every completion time finish then), ticks over the interval;
