@@ -70,6 +70,26 @@ def test_extending_a_stored_parent_extends_its_supplements(
         assert isinstance(again, str) and "already" in again
 
 
+def test_a_closed_parent_is_not_extended_for_its_supplements(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Only a stored parent is extended for the supplements it still owes: one cancelled
+    (here written directly, as a cancel mid-fetch would leave it) is refused, and so are
+    they with it."""
+    with privacy_service(
+        database_url, tmp_path, clock, emulator_options=FAST,
+        dsar_user_export_includes_merged=False,
+    ) as h:  # fmt: skip
+        parent, _ = stored_with_supplements_under_way(h)
+        with h.app.sessions() as session, session.begin():
+            row = session.get(Request, parent.id)
+            assert row is not None
+            row.state = State.CANCELLED.value
+        refused = h.app.ledger.deadlines.extend(parent.id, "more time", clock.now())
+        assert refused == f"request {parent.id} was cancelled"
+        assert all(r.extended_until is None for r in requests(h))
+
+
 def test_a_stored_parent_without_supplements_owed_is_answered(
     database_url: str, tmp_path: Path, clock: FakeClock
 ) -> None:

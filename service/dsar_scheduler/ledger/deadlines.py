@@ -48,9 +48,12 @@ NOT_OPEN = {
 }
 
 
-def _not_open(request: Request) -> str | None:
-    """Why a request is not extended on its own account: it is answered or closed."""
+def _not_open(request: Request, owed: bool) -> str | None:
+    """Why a request is not extended: it is answered or closed. A stored export by user ID
+    whose supplements are ``owed`` is not answered yet."""
     state = State(request.state)
+    if state is State.STORED and owed:
+        return None
     answered = request.stored_at is not None and request.request_type == "access"
     if state not in OPEN_STATES or answered:
         return NOT_OPEN.get(state, f"is {state.value}: answered")
@@ -97,7 +100,7 @@ class Deadlines:
             if request is None:
                 return f"no request {request_id}"
             supplements = unanswered(session, request_id)
-            refusal = _not_open(request) if not supplements else None
+            refusal = _not_open(request, owed=bool(supplements))
             if refusal is not None:
                 return f"request {request_id} {refusal}"
             deadline = deadline_of(request)
