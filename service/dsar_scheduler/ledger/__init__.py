@@ -15,9 +15,10 @@ One part per thing it keeps, each over the same sessions:
   watch after a verified deletion; ``cancels``: a deletion cancelled under way;
   ``deletion_stats``: what the deletion gauges show;
 - ``retention``: the purge of files past their retention, ``dsar delivered``, the backlog;
-- ``records``: records past their retention cut down to tombstones.
+- ``records``: records past their retention cut down to tombstones;
 - ``supplements``: the coverage check of an access request by user ID (the IDs resolved for
-  the user, a supplementary request per ID its export missed).
+  the user, a supplementary request per ID its export missed); ``family``: what an operator's
+  extension or delivery of such a request does to its supplements.
 
 Everything handed out is a frozen row (``rows``); every committed state change goes to one
 listener (``on_transitions``), whichever part made it.

@@ -46,7 +46,8 @@ def append_event(session: Session, request: Request, note: Transition) -> None:
 
 def append_note(session: Session, request: Request, reason: str, at: datetime) -> None:
     """An audit entry that changes no state (``from`` = ``to``: an extension, a delivery, a
-    purge's progress) on ``request``, locked as for ``append_event``."""
+    purge's progress) on ``request``, locked as for ``append_event``; not for the transition
+    listener, which counts state changes."""
     note = Transition(
         request.id, request.state, request.state, reason, request.remote_request_id, at
     )
