@@ -6,6 +6,7 @@ rest; cancelling it names them; ``dsar status`` lists them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,6 +31,17 @@ def clock() -> FakeClock:
     return FakeClock(START)
 
 
+@pytest.fixture
+def h(database_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[Harness]:
+    """The service with the emulator's user exports leaving merged IDs out: every export by
+    user ID misses some, and gets supplements."""
+    with privacy_service(
+        database_url, tmp_path, clock, emulator_options=FAST,
+        dsar_user_export_includes_merged=False,
+    ) as harness:  # fmt: skip
+        yield harness
+
+
 def stored_with_supplements_under_way(h: Harness) -> tuple[Request, list[Request]]:
     """Tick until the parent is stored and its supplements made, none stored yet."""
     subject = pick_clear(h, merged=True)
@@ -48,84 +60,62 @@ def reasons(h: Harness, request_id: int) -> list[str]:
     return [e.reason for e in h.app.ledger.requests.events(request_id)]
 
 
-def test_extending_a_stored_parent_extends_its_supplements(
-    database_url: str, tmp_path: Path, clock: FakeClock
-) -> None:
-    with privacy_service(
-        database_url, tmp_path, clock, emulator_options=FAST,
-        dsar_user_export_includes_merged=False,
-    ) as h:  # fmt: skip
-        parent, children = stored_with_supplements_under_way(h)
-        done = h.app.ledger.deadlines.extend(parent.id, "the subject sent more IDs", clock.now())
-        assert not isinstance(done, str), done
-        assert done.supplements == [c.id for c in children]
-        parent, *children = requests(h)
-        assert {r.extended_until for r in (parent, *children)} == {done.until}
-        assert parent.extended_until is not None and parent.due_at is not None
-        assert parent.extended_until > parent.due_at
-        for child in children:
-            assert f"(with request {parent.id})" in reasons(h, child.id)[-1]
-        # once is all the regime allows, for the family as for one request
-        again = h.app.ledger.deadlines.extend(parent.id, "again", clock.now())
-        assert isinstance(again, str) and "already" in again
+def test_extending_a_stored_parent_extends_its_supplements(h: Harness, clock: FakeClock) -> None:
+    parent, children = stored_with_supplements_under_way(h)
+    done = h.app.ledger.deadlines.extend(parent.id, "the subject sent more IDs", clock.now())
+    assert not isinstance(done, str), done
+    assert done.supplements == [c.id for c in children]
+    parent, *children = requests(h)
+    assert {r.extended_until for r in (parent, *children)} == {done.until}
+    assert parent.extended_until is not None and parent.due_at is not None
+    assert parent.extended_until > parent.due_at
+    for child in children:
+        assert f"(with request {parent.id})" in reasons(h, child.id)[-1]
+    # once is all the regime allows, for the family as for one request
+    again = h.app.ledger.deadlines.extend(parent.id, "again", clock.now())
+    assert isinstance(again, str) and "already" in again
 
 
-def test_a_closed_parent_is_not_extended_for_its_supplements(
-    database_url: str, tmp_path: Path, clock: FakeClock
-) -> None:
+def test_a_closed_parent_is_not_extended_for_its_supplements(h: Harness, clock: FakeClock) -> None:
     """Only a stored parent is extended for the supplements it still owes: one cancelled
     (here written directly, as a cancel mid-fetch would leave it) is refused, and so are
     they with it."""
-    with privacy_service(
-        database_url, tmp_path, clock, emulator_options=FAST,
-        dsar_user_export_includes_merged=False,
-    ) as h:  # fmt: skip
-        parent, _ = stored_with_supplements_under_way(h)
-        with h.app.sessions() as session, session.begin():
-            row = session.get(Request, parent.id)
-            assert row is not None
-            row.state = State.CANCELLED.value
-        refused = h.app.ledger.deadlines.extend(parent.id, "more time", clock.now())
-        assert refused == f"request {parent.id} was cancelled"
-        assert all(r.extended_until is None for r in requests(h))
+    parent, _ = stored_with_supplements_under_way(h)
+    with h.app.sessions() as session, session.begin():
+        row = session.get(Request, parent.id)
+        assert row is not None
+        row.state = State.CANCELLED.value
+    refused = h.app.ledger.deadlines.extend(parent.id, "more time", clock.now())
+    assert refused == f"request {parent.id} was cancelled"
+    assert all(r.extended_until is None for r in requests(h))
 
 
-def test_a_stored_parent_without_supplements_owed_is_answered(
-    database_url: str, tmp_path: Path, clock: FakeClock
-) -> None:
-    with privacy_service(
-        database_url, tmp_path, clock, emulator_options=FAST,
-        dsar_user_export_includes_merged=False,
-    ) as h:  # fmt: skip
-        parent, _ = stored_with_supplements_under_way(h)
-        tick_until_all_stored(h)
-        refused = h.app.ledger.deadlines.extend(parent.id, "late", clock.now())
-        assert refused == f"request {parent.id} is already stored (answered)"
+def test_a_stored_parent_without_supplements_owed_is_answered(h: Harness, clock: FakeClock) -> None:
+    parent, _ = stored_with_supplements_under_way(h)
+    tick_until_all_stored(h)
+    refused = h.app.ledger.deadlines.extend(parent.id, "late", clock.now())
+    assert refused == f"request {parent.id} is already stored (answered)"
 
 
 def test_delivering_the_parent_delivers_its_stored_supplements_and_names_the_rest(
-    database_url: str, tmp_path: Path, clock: FakeClock
+    h: Harness, clock: FakeClock
 ) -> None:
-    with privacy_service(
-        database_url, tmp_path, clock, emulator_options=FAST,
-        dsar_user_export_includes_merged=False,
-    ) as h:  # fmt: skip
-        parent, children = stored_with_supplements_under_way(h)
-        settings = h.app.settings
-        ok, said = mark_delivered(h.app.ledger, settings, parent.id, "portal", clock.now())
-        pending = ", ".join(str(c.id) for c in children)
-        assert ok and f"Supplementary request(s) {pending}" in said
-        assert all(c.delivered_at is None for c in requests(h)[1:])
-        tick_until_all_stored(h)
-        # a second parent, delivered once its supplements are stored: they go with it
-        other, more = _second_family(h)
-        ok, said = mark_delivered(h.app.ledger, settings, other.id, None, h.clock.now())
-        assert ok and f"with its supplementary request(s) {more}" in said
-        with h.app.sessions() as session:
-            rows = session.scalars(select(Request).where(Request.parent_id == other.id)).all()
-        assert rows and all(r.delivered_at == h.clock.now() for r in rows)
-        for row in rows:
-            assert f"with request {other.id}" in reasons(h, row.id)[-1]
+    parent, children = stored_with_supplements_under_way(h)
+    settings = h.app.settings
+    ok, said = mark_delivered(h.app.ledger, settings, parent.id, "portal", clock.now())
+    pending = ", ".join(str(c.id) for c in children)
+    assert ok and f"Supplementary request(s) {pending}" in said
+    assert all(c.delivered_at is None for c in requests(h)[1:])
+    tick_until_all_stored(h)
+    # a second parent, delivered once its supplements are stored: they go with it
+    other, more = _second_family(h)
+    ok, said = mark_delivered(h.app.ledger, settings, other.id, None, h.clock.now())
+    assert ok and f"with its supplementary request(s) {more}" in said
+    with h.app.sessions() as session:
+        rows = session.scalars(select(Request).where(Request.parent_id == other.id)).all()
+    assert rows and all(r.delivered_at == h.clock.now() for r in rows)
+    for row in rows:
+        assert f"with request {other.id}" in reasons(h, row.id)[-1]
 
 
 def _second_family(h: Harness) -> tuple[Request, str]:
@@ -137,22 +127,16 @@ def _second_family(h: Harness) -> tuple[Request, str]:
     return other, ids
 
 
-def test_cancel_and_status_name_the_supplements(
-    database_url: str, tmp_path: Path, clock: FakeClock
-) -> None:
-    with privacy_service(
-        database_url, tmp_path, clock, emulator_options=FAST,
-        dsar_user_export_includes_merged=False,
-    ) as h:  # fmt: skip
-        parent, children = stored_with_supplements_under_way(h)
-        owed = ", ".join(str(c.id) for c in children)
-        outcome = cancel(h.app.ledger, parent.id, clock.now(), "withdrawn")
-        assert not outcome.ok  # the parent is stored: final
-        assert f"supplementary request(s) {owed}" in outcome.message
-        assert all(c.state != State.CANCELLED for c in requests(h)[1:])
-        engine = h.app.engine
-        text = describe_request(engine, parent.id, as_json=False)
-        assert text is not None and "supplementary requests: " in text
-        assert all(f"{c.id} {c.state}" in text for c in children)
-        child_text = describe_request(engine, children[0].id, as_json=False)
-        assert child_text is not None and f"supplementary to request {parent.id}" in child_text
+def test_cancel_and_status_name_the_supplements(h: Harness, clock: FakeClock) -> None:
+    parent, children = stored_with_supplements_under_way(h)
+    owed = ", ".join(str(c.id) for c in children)
+    outcome = cancel(h.app.ledger, parent.id, clock.now(), "withdrawn")
+    assert not outcome.ok  # the parent is stored: final
+    assert f"supplementary request(s) {owed}" in outcome.message
+    assert all(c.state != State.CANCELLED for c in requests(h)[1:])
+    engine = h.app.engine
+    text = describe_request(engine, parent.id, as_json=False)
+    assert text is not None and "supplementary requests: " in text
+    assert all(f"{c.id} {c.state}" in text for c in children)
+    child_text = describe_request(engine, children[0].id, as_json=False)
+    assert child_text is not None and f"supplementary to request {parent.id}" in child_text
