@@ -11,38 +11,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from dsar_scheduler.adapters.clock import FakeClock
 from dsar_scheduler.adapters.db import Request
 from dsar_scheduler.adapters.storage import StorageError
 from dsar_scheduler.core.states import State
 from dsar_scheduler.ledger.supplements import BEFORE_STORED
-from tests.support.deletion_service import pick_clear
+from tests.support.deletion_service import (
+    FAST,
+    all_requests,
+    missing_merged,
+    pick_clear,
+    tick_until_all_stored,
+)
 from tests.support.deletion_service import service as privacy_service
 from tests.support.harness import Harness
 from tests.support.privacy_emulator import START
-
-FAST = {"completion_min_s": 3600, "completion_max_s": 4 * 3600}
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(START)
-
-
-def requests(h: Harness) -> list[Request]:
-    with h.app.sessions() as session:
-        return list(session.scalars(select(Request).order_by(Request.id)))
-
-
-def tick_until_all_stored(h: Harness, hours: int = 72) -> None:
-    for _ in range(hours):
-        h.tick()
-        if all(r.state == State.STORED for r in requests(h)):
-            return
-        h.clock.advance(timedelta(hours=1))
-    raise AssertionError([(r.id, r.state, r.reason) for r in requests(h)])
 
 
 def manifest_of(h: Harness, request: Request) -> dict[str, Any]:
@@ -54,17 +44,11 @@ def manifest_of(h: Harness, request: Request) -> dict[str, Any]:
 def test_ids_the_export_missed_are_asked_for_alone(
     database_url: str, tmp_path: Path, clock: FakeClock
 ) -> None:
-    with privacy_service(
-        database_url,
-        tmp_path,
-        clock,
-        emulator_options=FAST,
-        dsar_user_export_includes_merged=False,
-    ) as h:
+    with missing_merged(database_url, tmp_path, clock) as h:
         subject = pick_clear(h, merged=True)
         h.enqueue(None, "2025-01-01", "2025-01-31", user_id=subject.user_id)
         tick_until_all_stored(h)
-        parent, *children = requests(h)
+        parent, *children = all_requests(h)
         merged = sorted(subject.merged_ids)
         assert merged and sorted(c.amplitude_id for c in children) == merged
         assert all(c.parent_id == parent.id and c.queue_id is None for c in children)
@@ -90,7 +74,7 @@ def test_ids_the_export_missed_are_asked_for_alone(
         for _ in range(3):  # later ticks ask for nothing more
             h.clock.advance(timedelta(hours=6))
             h.tick()
-        assert len(requests(h)) == 1 + len(merged)
+        assert len(all_requests(h)) == 1 + len(merged)
         # the request is answered when its last supplement is stored: the deadline's view
         with h.app.sessions() as session:
             deadline = session.execute(text("SELECT deadline FROM dsar_queue_status")).scalar()
@@ -109,7 +93,7 @@ def test_an_export_that_holds_every_id_asks_for_nothing_more(
         subject = pick_clear(h, merged=True)
         h.enqueue(None, "2025-01-01", "2025-01-31", user_id=subject.user_id)
         tick_until_all_stored(h)
-        (parent,) = requests(h)
+        (parent,) = all_requests(h)
         coverage = manifest_of(h, parent)["coverage"]
         expected = sorted({subject.amplitude_id, *subject.merged_ids})
         assert coverage == {
@@ -129,13 +113,7 @@ def test_a_store_stopped_after_the_supplements_were_made_makes_them_once(
     """The manifest cannot be written once (as if the process stopped there): the next
     tick's completion sweep checks the coverage again, finds the same supplementary
     requests and writes the manifest naming them; none is made twice."""
-    with privacy_service(
-        database_url,
-        tmp_path,
-        clock,
-        emulator_options=FAST,
-        dsar_user_export_includes_merged=False,
-    ) as h:
+    with missing_merged(database_url, tmp_path, clock) as h:
         subject = pick_clear(h, merged=True)
         put_bytes = h.app.storage.put_bytes
         refused: list[str] = []
@@ -153,10 +131,10 @@ def test_a_store_stopped_after_the_supplements_were_made_makes_them_once(
             if refused:
                 break
             h.clock.advance(timedelta(hours=1))
-        parent, *children = requests(h)
+        parent, *children = all_requests(h)
         assert parent.state != State.STORED and len(children) == len(subject.merged_ids)
         tick_until_all_stored(h)
-        parent, *again = requests(h)
+        parent, *again = all_requests(h)
         assert [c.id for c in again] == [c.id for c in children]
         assert manifest_of(h, parent)["coverage"]["supplements"] == [c.id for c in children]
 
@@ -164,13 +142,7 @@ def test_a_store_stopped_after_the_supplements_were_made_makes_them_once(
 def test_a_deletion_asked_with_the_export_waits_for_the_supplementary_exports(
     database_url: str, tmp_path: Path, clock: FakeClock
 ) -> None:
-    with privacy_service(
-        database_url,
-        tmp_path,
-        clock,
-        emulator_options=FAST,
-        dsar_user_export_includes_merged=False,
-    ) as h:
+    with missing_merged(database_url, tmp_path, clock) as h:
         subject = pick_clear(h, merged=True)
         h.enqueue(
             None,
@@ -181,13 +153,13 @@ def test_a_deletion_asked_with_the_export_waits_for_the_supplementary_exports(
         )
         for _ in range(72):
             h.tick()
-            parent, *children = requests(h)
+            parent, *children = all_requests(h)
             if parent.state not in {*BEFORE_STORED, State.STORED}:
                 break
             if children and parent.state == State.STORED:
                 # stored with its supplements still exporting: the deletion has not started
                 assert any(c.state != State.STORED for c in children)
             h.clock.advance(timedelta(hours=1))
-        parent, *children = requests(h)
+        parent, *children = all_requests(h)
         assert parent.state == State.RESOLVING or parent.state == State.DELETING
         assert children and all(c.state == State.STORED for c in children)

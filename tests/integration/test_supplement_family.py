@@ -19,9 +19,12 @@ from dsar_scheduler.core.states import State
 from dsar_scheduler.runtime.operations import cancel
 from dsar_scheduler.runtime.retention_cli import mark_delivered
 from dsar_scheduler.runtime.status import describe_request
-from tests.integration.test_coverage import FAST, requests, tick_until_all_stored
-from tests.support.deletion_service import pick_clear
-from tests.support.deletion_service import service as privacy_service
+from tests.support.deletion_service import (
+    all_requests,
+    missing_merged,
+    pick_clear,
+    tick_until_all_stored,
+)
 from tests.support.harness import Harness
 from tests.support.privacy_emulator import START
 
@@ -35,10 +38,7 @@ def clock() -> FakeClock:
 def h(database_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[Harness]:
     """The service with the emulator's user exports leaving merged IDs out: every export by
     user ID misses some, and gets supplements."""
-    with privacy_service(
-        database_url, tmp_path, clock, emulator_options=FAST,
-        dsar_user_export_includes_merged=False,
-    ) as harness:  # fmt: skip
+    with missing_merged(database_url, tmp_path, clock) as harness:
         yield harness
 
 
@@ -48,12 +48,12 @@ def stored_with_supplements_under_way(h: Harness) -> tuple[Request, list[Request
     h.enqueue(None, "2025-01-01", "2025-01-31", user_id=subject.user_id)
     for _ in range(72):
         h.tick()
-        parent, *children = requests(h)
+        parent, *children = all_requests(h)
         if parent.state == State.STORED and children:
             assert all(c.stored_at is None for c in children)
             return parent, children
         h.clock.advance(timedelta(hours=1))
-    raise AssertionError([(r.id, r.state) for r in requests(h)])
+    raise AssertionError([(r.id, r.state) for r in all_requests(h)])
 
 
 def reasons(h: Harness, request_id: int) -> list[str]:
@@ -65,7 +65,7 @@ def test_extending_a_stored_parent_extends_its_supplements(h: Harness, clock: Fa
     done = h.app.ledger.deadlines.extend(parent.id, "the subject sent more IDs", clock.now())
     assert not isinstance(done, str), done
     assert done.supplements == [c.id for c in children]
-    parent, *children = requests(h)
+    parent, *children = all_requests(h)
     assert {r.extended_until for r in (parent, *children)} == {done.until}
     assert parent.extended_until is not None and parent.due_at is not None
     assert parent.extended_until > parent.due_at
@@ -87,7 +87,7 @@ def test_a_closed_parent_is_not_extended_for_its_supplements(h: Harness, clock: 
         row.state = State.CANCELLED.value
     refused = h.app.ledger.deadlines.extend(parent.id, "more time", clock.now())
     assert refused == f"request {parent.id} was cancelled"
-    assert all(r.extended_until is None for r in requests(h))
+    assert all(r.extended_until is None for r in all_requests(h))
 
 
 def test_a_stored_parent_without_supplements_owed_is_answered(h: Harness, clock: FakeClock) -> None:
@@ -105,7 +105,7 @@ def test_delivering_the_parent_delivers_its_stored_supplements_and_names_the_res
     ok, said = mark_delivered(h.app.ledger, settings, parent.id, "portal", clock.now())
     pending = ", ".join(str(c.id) for c in children)
     assert ok and f"Supplementary request(s) {pending}" in said
-    assert all(c.delivered_at is None for c in requests(h)[1:])
+    assert all(c.delivered_at is None for c in all_requests(h)[1:])
     tick_until_all_stored(h)
     # a second parent, delivered once its supplements are stored: they go with it
     other, more = _second_family(h)
@@ -122,8 +122,8 @@ def _second_family(h: Harness) -> tuple[Request, str]:
     subject = pick_clear(h, merged=True)
     h.enqueue(None, "2025-02-01", "2025-02-28", user_id=subject.user_id)
     tick_until_all_stored(h)
-    other = max((r for r in requests(h) if r.parent_id is None), key=lambda r: r.id)
-    ids = ", ".join(str(r.id) for r in requests(h) if r.parent_id == other.id)
+    other = max((r for r in all_requests(h) if r.parent_id is None), key=lambda r: r.id)
+    ids = ", ".join(str(r.id) for r in all_requests(h) if r.parent_id == other.id)
     return other, ids
 
 
@@ -133,7 +133,7 @@ def test_cancel_and_status_name_the_supplements(h: Harness, clock: FakeClock) ->
     outcome = cancel(h.app.ledger, parent.id, clock.now(), "withdrawn")
     assert not outcome.ok  # the parent is stored: final
     assert f"supplementary request(s) {owed}" in outcome.message
-    assert all(c.state != State.CANCELLED for c in requests(h)[1:])
+    assert all(c.state != State.CANCELLED for c in all_requests(h)[1:])
     engine = h.app.engine
     text = describe_request(engine, parent.id, as_json=False)
     assert text is not None and "supplementary requests: " in text

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from tests.support.harness import Harness
 from tests.support.privacy_emulator import DELETIONS, pick
 
 P1 = 187_520
+#: Export jobs done within 1-4 h: a test's export finishes within a few hourly ticks.
+FAST: dict[str, Any] = {"completion_min_s": 3600, "completion_max_s": 4 * 3600}
 #: Deletion jobs on a short timeline, for tests not about the timeline itself (the real one,
 #: 10-13 days out and done 5 days after the scrub, is tested in test_deletion_tick.py): a
 #: job the next day, done the day after.
@@ -78,6 +80,35 @@ def service(
         finally:
             app.close()
         assert emulator.internal_errors == []
+
+
+def missing_merged(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> AbstractContextManager[Harness]:
+    """The service whose exports by user ID leave the user's merged Amplitude IDs out, so
+    that each such export gets supplementary requests (the coverage check's case)."""
+    return service(
+        database_url,
+        tmp_path,
+        clock,
+        emulator_options=FAST,
+        dsar_user_export_includes_merged=False,
+    )
+
+
+def all_requests(h: Harness) -> list[Request]:
+    with h.app.sessions() as session:
+        return list(session.scalars(select(Request).order_by(Request.id)))
+
+
+def tick_until_all_stored(h: Harness, hours: int = 72) -> None:
+    """Tick hourly until every request is stored (the parents and their supplements)."""
+    for _ in range(hours):
+        h.tick()
+        if all(r.state == State.STORED for r in all_requests(h)):
+            return
+        h.clock.advance(timedelta(hours=1))
+    raise AssertionError([(r.id, r.state, r.reason) for r in all_requests(h)])
 
 
 def pick_clear(
